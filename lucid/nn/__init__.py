@@ -1,0 +1,5 @@
+"""Neural-network building blocks: Parameter, Module, layers and losses."""
+
+from .parameter import Parameter
+
+__all__ = ["Parameter"]

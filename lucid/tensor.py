@@ -1,0 +1,781 @@
+"""Tensor: an ``mx.array`` plus a reverse-mode autograd graph.
+
+Every op builds its output with :func:`_result`, handing over the parents and a
+``backward`` closure that maps the output's gradient to one gradient per parent.
+The engine in :meth:`Tensor.backward` walks the graph in reverse topological
+order, sums gradients of broadcast inputs back to each input's shape (in one
+place, :func:`unbroadcast`), and adds the result into every leaf's ``.grad``.
+
+Nothing here calls ``mx.eval``: values and gradients stay lazy until the
+optimizer's step evaluates them all at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+__all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "unbroadcast"]
+
+Backward = Callable[[mx.array], Sequence["mx.array | None"]]
+
+# --------------------------------------------------------------------------- grad mode
+
+_mode = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_mode, "enabled", True)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager and decorator under which no op records a graph."""
+
+    def __enter__(self) -> None:
+        self._prev = is_grad_enabled()
+        _mode.enabled = False
+
+    def __exit__(self, *exc: object) -> None:
+        _mode.enabled = self._prev
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _to_array(obj: Any, dtype: mx.Dtype | None = None) -> mx.array:
+    """Turn scalars, nested lists, NumPy arrays, mx.arrays and Tensors into an mx.array.
+
+    Python floats become float32 (torch's default dtype); NumPy float64 stays float64
+    only where the backend supports it, otherwise it is narrowed to float32.
+    """
+    if isinstance(obj, Tensor):
+        arr = obj.data
+    elif isinstance(obj, mx.array):
+        arr = obj
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype == np.float64:
+            obj = obj.astype(np.float32)
+        elif obj.dtype == np.int64:
+            obj = obj.astype(np.int32)
+        arr = mx.array(obj)
+    elif isinstance(obj, (bool, int, float, list, tuple, np.generic)):
+        arr = mx.array(obj)
+        if arr.dtype == mx.float64:
+            arr = arr.astype(mx.float32)
+        elif arr.dtype == mx.int64:
+            arr = arr.astype(mx.int32)
+    else:
+        raise TypeError(
+            f"tensor(): data must be a Python scalar, nested list, NumPy array, mx.array "
+            f"or Tensor; got {type(obj).__name__}"
+        )
+    if dtype is not None and arr.dtype != dtype:
+        arr = arr.astype(dtype)
+    return arr
+
+
+def _is_floating(dtype: mx.Dtype) -> bool:
+    return mx.issubdtype(dtype, mx.floating)
+
+
+def unbroadcast(grad: mx.array, shape: tuple[int, ...]) -> mx.array:
+    """Sum ``grad`` over the axes that broadcasting added or stretched to reach ``shape``."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+def _accumulate(a: Any, b: Any) -> Any:
+    """Add two gradient contributions; either may be a row-sparse gradient."""
+    if a is None:
+        return b
+    return a + b
+
+
+# --------------------------------------------------------------------------- Tensor
+
+
+class Tensor:
+    """An ``mx.array`` (``.data``) that records the ops applied to it.
+
+    ``requires_grad`` marks a leaf whose gradient ``backward()`` accumulates into
+    ``.grad``. Arithmetic follows NumPy broadcasting; Python scalars work on either side.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "__weakref__")
+    __array_priority__ = 1000  # so `np_array * tensor` defers to Tensor.__rmul__
+
+    def __init__(self, data: Any, dtype: mx.Dtype | None = None, requires_grad: bool = False):
+        self.data: mx.array = _to_array(data, dtype)
+        if requires_grad and not _is_floating(self.data.dtype):
+            raise TypeError(
+                f"requires_grad=True needs a floating dtype; got {self.data.dtype}. "
+                "Pass float data or dtype=lucid.float32."
+            )
+        self.grad: Any = None
+        self.requires_grad: bool = bool(requires_grad)
+        self._parents: tuple[Tensor, ...] = ()
+        self._backward: Backward | None = None
+        self._op: str = ""
+
+    # ---- properties
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def numel(self) -> int:
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._backward is None
+
+    def __len__(self) -> int:
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    # ---- conversion
+    def detach(self) -> Tensor:
+        return Tensor(self.data)
+
+    def numpy(self) -> np.ndarray:
+        return np.array(self.data)
+
+    def item(self) -> float | int | bool:
+        if self.size != 1:
+            raise ValueError(
+                f"item(): only a one-element tensor has an item; shape is {self.shape}"
+            )
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __repr__(self) -> str:
+        body = np.array2string(np.array(self.data), separator=", ", precision=4, threshold=50)
+        extras = [f"dtype={str(self.dtype).removeprefix('mlx.core.')}"]
+        if self._op:
+            extras.append(f"grad_fn={self._op}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return f"tensor({body}, {', '.join(extras)})"
+
+    # ---- autograd
+    def backward(self, gradient: Any = None) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``gradient`` is required unless ``self`` has exactly one element.
+        """
+        if gradient is None:
+            if self.size != 1:
+                raise RuntimeError(
+                    f"backward(): gradient can be implicitly created only for a one-element "
+                    f"tensor; this one has shape {self.shape}. Pass gradient=..."
+                )
+            seed = mx.ones(self.data.shape, dtype=self.dtype)
+        else:
+            seed = _to_array(gradient, self.dtype)
+            if seed.shape != self.data.shape:
+                raise ValueError(
+                    f"backward(): gradient has shape {tuple(seed.shape)}, expected {self.shape}"
+                )
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad and has no graph")
+
+        order: list[Tensor] = []
+        seen: set[int] = set()
+        stack: list[tuple[Tensor, bool]] = [(self, False)]
+        while stack:  # iterative DFS so deep graphs don't hit the recursion limit
+            node, done = stack.pop()
+            if done:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((p, False) for p in node._parents if p.requires_grad)
+
+        grads: dict[int, Any] = {id(self): seed}
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._backward is None:
+                node._accumulate_grad(g)
+                continue
+            for parent, pg in zip(node._parents, node._backward(g), strict=True):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if isinstance(pg, mx.array):
+                    pg = unbroadcast(pg, parent.shape)
+                grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
+
+    def _accumulate_grad(self, g: Any) -> None:
+        if isinstance(g, mx.array):
+            if g.dtype != self.dtype:
+                g = g.astype(self.dtype)
+            self.grad = Tensor(g) if self.grad is None else Tensor(_accumulate(self.grad.data, g))
+        else:  # a gradient object of its own kind (e.g. row-sparse); it knows how to add
+            self.grad = g if self.grad is None else _accumulate(self.grad, g)
+
+    # ---- arithmetic
+    def __add__(self, other: Any) -> Tensor:
+        return add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return div(other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return pow(self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return pow(other, self)
+
+    def __neg__(self) -> Tensor:
+        return neg(self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return matmul(other, self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return getitem(self, index)
+
+    # comparisons give plain (non-differentiable) boolean tensors
+    def __lt__(self, other: Any) -> Tensor:
+        return Tensor(self.data < _data(other))
+
+    def __le__(self, other: Any) -> Tensor:
+        return Tensor(self.data <= _data(other))
+
+    def __gt__(self, other: Any) -> Tensor:
+        return Tensor(self.data > _data(other))
+
+    def __ge__(self, other: Any) -> Tensor:
+        return Tensor(self.data >= _data(other))
+
+    def eq(self, other: Any) -> Tensor:
+        return Tensor(self.data == _data(other))
+
+    __hash__ = object.__hash__  # identity: tensors key optimizer state
+
+    # ---- methods mirroring the functions below
+    def matmul(self, other: Any) -> Tensor:
+        return matmul(self, other)
+
+    def exp(self) -> Tensor:
+        return exp(self)
+
+    def log(self) -> Tensor:
+        return log(self)
+
+    def sqrt(self) -> Tensor:
+        return sqrt(self)
+
+    def abs(self) -> Tensor:
+        return abs(self)
+
+    def tanh(self) -> Tensor:
+        return tanh(self)
+
+    def sigmoid(self) -> Tensor:
+        return sigmoid(self)
+
+    def relu(self) -> Tensor:
+        return relu(self)
+
+    def gelu(self) -> Tensor:
+        return gelu(self)
+
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
+        return clip(self, min, max)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return sum(self, axis, keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return mean(self, axis, keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return max(self, axis, keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return min(self, axis, keepdims)
+
+    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+        return var(self, axis, keepdims, ddof)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        return reshape(self, _shape_args(shape))
+
+    def view(self, *shape: Any) -> Tensor:
+        return reshape(self, _shape_args(shape))
+
+    def transpose(self, *axes: Any) -> Tensor:
+        return transpose(self, _shape_args(axes) if axes else None)
+
+    def permute(self, *axes: Any) -> Tensor:
+        return transpose(self, _shape_args(axes))
+
+    @property
+    def T(self) -> Tensor:
+        return transpose(self)
+
+    def squeeze(self, axis: Any = None) -> Tensor:
+        return squeeze(self, axis)
+
+    def unsqueeze(self, axis: int) -> Tensor:
+        return unsqueeze(self, axis)
+
+    def flatten(self, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+        return flatten(self, start_axis, end_axis)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        return softmax(self, axis)
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        return log_softmax(self, axis)
+
+    def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return logsumexp(self, axis, keepdims)
+
+    def astype(self, dtype: mx.Dtype) -> Tensor:
+        return astype(self, dtype)
+
+
+def tensor(data: Any, dtype: mx.Dtype | None = None, requires_grad: bool = False) -> Tensor:
+    """Build a Tensor from a scalar, nested list, NumPy array, mx.array or Tensor."""
+    return Tensor(data, dtype=dtype, requires_grad=requires_grad)
+
+
+# --------------------------------------------------------------------------- op plumbing
+
+
+def _data(x: Any) -> mx.array:
+    return x.data if isinstance(x, Tensor) else _to_array(x)
+
+
+def _operand(x: Any, like: Tensor | None) -> Tensor:
+    """Wrap a non-Tensor operand; Python scalars take the other operand's dtype (as in torch)."""
+    if isinstance(x, Tensor):
+        return x
+    scalar = isinstance(x, (int, float)) and not isinstance(x, bool)
+    if scalar and like is not None and (_is_floating(like.dtype) or isinstance(x, int)):
+        return Tensor(mx.array(x, dtype=like.dtype))
+    return Tensor(x)
+
+
+def _shape_args(args: tuple[Any, ...]) -> tuple[int, ...]:
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        return tuple(args[0])
+    return tuple(args)
+
+
+def _result(data: mx.array, parents: tuple[Tensor, ...], backward: Backward, op: str) -> Tensor:
+    """Wrap ``data``; record ``parents`` and ``backward`` when any parent needs a gradient."""
+    out = Tensor(data)
+    if is_grad_enabled() and any(p.requires_grad for p in parents):
+        out.requires_grad = True
+        out._parents = parents
+        out._backward = backward
+        out._op = op
+    return out
+
+
+def _binary(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    a_t = a if isinstance(a, Tensor) else None
+    b_t = b if isinstance(b, Tensor) else None
+    return _operand(a, b_t), _operand(b, a_t)
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(a % ndim if ndim else 0 for a in axis)
+
+
+def _expand_reduced(g: mx.array, shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool):
+    """Re-insert reduced axes so ``g`` broadcasts against the reduction's input."""
+    if not keepdims and axes:
+        g = mx.expand_dims(g, axes)
+    return mx.broadcast_to(g, shape)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def add(a: Any, b: Any) -> Tensor:
+    a, b = _binary(a, b)
+    return _result(a.data + b.data, (a, b), lambda g: (g, g), "add")
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    a, b = _binary(a, b)
+    return _result(a.data - b.data, (a, b), lambda g: (g, -g), "sub")
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    a, b = _binary(a, b)
+    return _result(a.data * b.data, (a, b), lambda g: (g * b.data, g * a.data), "mul")
+
+
+def div(a: Any, b: Any) -> Tensor:
+    a, b = _binary(a, b)
+    out = a.data / b.data
+    return _result(out, (a, b), lambda g: (g / b.data, -g * out / b.data), "div")
+
+
+def pow(a: Any, b: Any) -> Tensor:
+    a, b = _binary(a, b)
+    out = mx.power(a.data, b.data)
+
+    def backward(g: mx.array):
+        ga = g * b.data * mx.power(a.data, b.data - 1) if a.requires_grad else None
+        gb = None
+        if b.requires_grad:  # d/db a**b = a**b log a, taken as 0 where a == 0
+            safe = mx.where(a.data > 0, a.data, mx.ones_like(a.data))
+            gb = mx.where(a.data > 0, g * out * mx.log(safe), mx.zeros_like(out))
+        return ga, gb
+
+    return _result(out, (a, b), backward, "pow")
+
+
+def neg(a: Tensor) -> Tensor:
+    return _result(-a.data, (a,), lambda g: (-g,), "neg")
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """``a @ b`` with NumPy semantics (1-D operands are promoted, batch dims broadcast)."""
+    a, b = _binary(a, b)
+    out = a.data @ b.data
+
+    def backward(g: mx.array):
+        x, y = a.data, b.data
+        x2 = x[None, :] if x.ndim == 1 else x
+        y2 = y[:, None] if y.ndim == 1 else y
+        g2 = g
+        if x.ndim == 1:
+            g2 = mx.expand_dims(g2, -2)
+        if y.ndim == 1:
+            g2 = mx.expand_dims(g2, -1)
+        ga = g2 @ mx.swapaxes(y2, -1, -2)
+        gb = mx.swapaxes(x2, -1, -2) @ g2
+        if x.ndim == 1:
+            ga = unbroadcast(ga, (1,) * (ga.ndim - 2) + x2.shape).reshape(x.shape)
+        if y.ndim == 1:
+            gb = unbroadcast(gb, (1,) * (gb.ndim - 2) + y2.shape).reshape(y.shape)
+        return ga, gb
+
+    return _result(out, (a, b), backward, "matmul")
+
+
+# --------------------------------------------------------------------------- elementwise
+
+
+def exp(a: Tensor) -> Tensor:
+    out = mx.exp(a.data)
+    return _result(out, (a,), lambda g: (g * out,), "exp")
+
+
+def log(a: Tensor) -> Tensor:
+    return _result(mx.log(a.data), (a,), lambda g: (g / a.data,), "log")
+
+
+def sqrt(a: Tensor) -> Tensor:
+    out = mx.sqrt(a.data)
+    return _result(out, (a,), lambda g: (g / (2 * out),), "sqrt")
+
+
+def abs(a: Tensor) -> Tensor:
+    return _result(mx.abs(a.data), (a,), lambda g: (g * mx.sign(a.data),), "abs")
+
+
+def tanh(a: Tensor) -> Tensor:
+    out = mx.tanh(a.data)
+    return _result(out, (a,), lambda g: (g * (1 - out * out),), "tanh")
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    out = mx.sigmoid(a.data)
+    return _result(out, (a,), lambda g: (g * out * (1 - out),), "sigmoid")
+
+
+def relu(a: Tensor) -> Tensor:
+    out = mx.maximum(a.data, 0)
+    return _result(out, (a,), lambda g: (mx.where(a.data > 0, g, 0),), "relu")
+
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def gelu(a: Tensor) -> Tensor:
+    """Exact GELU, ``x * Phi(x)`` with the normal CDF ``Phi`` (torch's default)."""
+    x = a.data
+    cdf = 0.5 * (1 + mx.erf(x / _SQRT_2))
+
+    def backward(g: mx.array):
+        pdf = _INV_SQRT_2PI * mx.exp(-0.5 * x * x)
+        return (g * (cdf + x * pdf),)
+
+    return _result(x * cdf, (a,), backward, "gelu")
+
+
+def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    """Clamp to ``[min, max]``; the gradient passes where the input is inside the range."""
+    if min is None and max is None:
+        raise ValueError("clip(): at least one of min and max must be given")
+    out = mx.clip(a.data, min, max)
+
+    def backward(g: mx.array):
+        inside = mx.ones(a.data.shape, dtype=mx.bool_)
+        if min is not None:
+            inside = inside & (a.data >= min)
+        if max is not None:
+            inside = inside & (a.data <= max)
+        return (mx.where(inside, g, 0),)
+
+    return _result(out, (a,), backward, "clip")
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise max; on ties the gradient is split evenly (as torch does)."""
+    a, b = _binary(a, b)
+    return _select_binary(a, b, mx.maximum(a.data, b.data), a.data > b.data, "maximum")
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    a, b = _binary(a, b)
+    return _select_binary(a, b, mx.minimum(a.data, b.data), a.data < b.data, "minimum")
+
+
+def _select_binary(a: Tensor, b: Tensor, out: mx.array, a_wins: mx.array, op: str) -> Tensor:
+    def backward(g: mx.array):
+        tie = a.data == b.data
+        wa = mx.where(tie, 0.5, mx.where(a_wins, 1.0, 0.0)).astype(g.dtype)
+        return g * wa, g * (1 - wa)
+
+    return _result(out, (a, b), backward, op)
+
+
+def where(cond: Any, a: Any, b: Any) -> Tensor:
+    c = _data(cond)
+    a, b = _binary(a, b)
+    out = mx.where(c, a.data, b.data)
+    return _result(out, (a, b), lambda g: (mx.where(c, g, 0), mx.where(c, 0, g)), "where")
+
+
+def astype(a: Tensor, dtype: mx.Dtype) -> Tensor:
+    src = a.dtype
+    return _result(a.data.astype(dtype), (a,), lambda g: (g.astype(src),), "astype")
+
+
+# --------------------------------------------------------------------------- reductions
+
+
+def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
+    axes = _axes(axis, a.ndim)
+    out = mx.sum(a.data, axis=axes, keepdims=keepdims)
+    return _result(out, (a,), lambda g: (_expand_reduced(g, a.shape, axes, keepdims),), "sum")
+
+
+def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
+    axes = _axes(axis, a.ndim)
+    n = math.prod(a.shape[i] for i in axes)
+    out = mx.mean(a.data, axis=axes, keepdims=keepdims)
+    return _result(out, (a,), lambda g: (_expand_reduced(g / n, a.shape, axes, keepdims),), "mean")
+
+
+def _extremum(a: Tensor, axis: Any, keepdims: bool, fn: Callable, op: str) -> Tensor:
+    """max/min; the gradient is shared evenly among tied extreme elements."""
+    axes = _axes(axis, a.ndim)
+    out = fn(a.data, axis=axes, keepdims=keepdims)
+
+    def backward(g: mx.array):
+        full = _expand_reduced(out, a.shape, axes, keepdims)
+        hit = (a.data == full).astype(g.dtype)
+        count = mx.sum(hit, axis=axes, keepdims=True)
+        return (_expand_reduced(g, a.shape, axes, keepdims) * hit / count,)
+
+    return _result(out, (a,), backward, op)
+
+
+def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
+    return _extremum(a, axis, keepdims, mx.max, "max")
+
+
+def min(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
+    return _extremum(a, axis, keepdims, mx.min, "min")
+
+
+def var(a: Tensor, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Variance ``sum((x - mean)^2) / (n - ddof)`` (ddof=0 by default, like NumPy)."""
+    axes = _axes(axis, a.ndim)
+    n = math.prod(a.shape[i] for i in axes)
+    centered = a.data - mx.mean(a.data, axis=axes, keepdims=True)
+    out = mx.sum(centered * centered, axis=axes, keepdims=keepdims) / (n - ddof)
+
+    def backward(g: mx.array):
+        return (_expand_reduced(g, a.shape, axes, keepdims) * centered * (2 / (n - ddof)),)
+
+    return _result(out, (a,), backward, "var")
+
+
+def logsumexp(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
+    axes = _axes(axis, a.ndim)
+    out = mx.logsumexp(a.data, axis=axes, keepdims=keepdims)
+
+    def backward(g: mx.array):
+        full = _expand_reduced(out, a.shape, axes, keepdims)
+        return (_expand_reduced(g, a.shape, axes, keepdims) * mx.exp(a.data - full),)
+
+    return _result(out, (a,), backward, "logsumexp")
+
+
+def softmax(a: Tensor, axis: int = -1) -> Tensor:
+    out = mx.softmax(a.data, axis=axis)
+
+    def backward(g: mx.array):
+        return (out * (g - mx.sum(g * out, axis=axis, keepdims=True)),)
+
+    return _result(out, (a,), backward, "softmax")
+
+
+def log_softmax(a: Tensor, axis: int = -1) -> Tensor:
+    out = a.data - mx.logsumexp(a.data, axis=axis, keepdims=True)
+
+    def backward(g: mx.array):
+        return (g - mx.exp(out) * mx.sum(g, axis=axis, keepdims=True),)
+
+    return _result(out, (a,), backward, "log_softmax")
+
+
+# --------------------------------------------------------------------------- shape
+
+
+def reshape(a: Tensor, shape: Sequence[int]) -> Tensor:
+    return _result(mx.reshape(a.data, shape), (a,), lambda g: (g.reshape(a.shape),), "reshape")
+
+
+def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
+    axes = tuple(reversed(range(a.ndim))) if axes is None else tuple(x % a.ndim for x in axes)
+    inverse = tuple(int(i) for i in np.argsort(axes))
+    out = mx.transpose(a.data, axes)
+    return _result(out, (a,), lambda g: (mx.transpose(g, inverse),), "transpose")
+
+
+def squeeze(a: Tensor, axis: Any = None) -> Tensor:
+    out = mx.squeeze(a.data) if axis is None else mx.squeeze(a.data, axis)
+    return _result(out, (a,), lambda g: (g.reshape(a.shape),), "squeeze")
+
+
+def unsqueeze(a: Tensor, axis: int) -> Tensor:
+    out = mx.expand_dims(a.data, axis)
+    return _result(out, (a,), lambda g: (g.reshape(a.shape),), "unsqueeze")
+
+
+def flatten(a: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+    out = mx.flatten(a.data, start_axis, end_axis) if a.ndim else a.data.reshape(1)
+    return _result(out, (a,), lambda g: (g.reshape(a.shape),), "flatten")
+
+
+# --------------------------------------------------------------------------- indexing and joining
+
+
+def _index_data(index: Any) -> Any:
+    if isinstance(index, tuple):
+        return tuple(_index_data(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, (list, np.ndarray)):
+        return _to_array(index)
+    return index
+
+
+def getitem(a: Tensor, index: Any) -> Tensor:
+    """``a[index]`` for ints, slices, None, Ellipsis and integer index arrays.
+
+    The backward scatters the gradient into zeros with ``.at[].add``, so an index
+    repeated k times receives k contributions.
+    """
+    idx = _index_data(index)
+    out = a.data[idx]
+
+    def backward(g: mx.array):
+        return (mx.zeros(a.shape, dtype=g.dtype).at[idx].add(g),)
+
+    return _result(out, (a,), backward, "getitem")
+
+
+def concatenate(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    ts = tuple(_operand(t, None) for t in tensors)
+    out = mx.concatenate([t.data for t in ts], axis=axis)
+    ax = axis % out.ndim
+    bounds = list(np.cumsum([t.shape[ax] for t in ts])[:-1])
+
+    def backward(g: mx.array):
+        return tuple(mx.split(g, bounds, axis=ax))
+
+    return _result(out, ts, backward, "concatenate")
+
+
+def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    ts = tuple(_operand(t, None) for t in tensors)
+    out = mx.stack([t.data for t in ts], axis=axis)
+    ax = axis % out.ndim
+
+    def backward(g: mx.array):
+        return tuple(mx.squeeze(part, ax) for part in mx.split(g, len(ts), axis=ax))
+
+    return _result(out, ts, backward, "stack")
