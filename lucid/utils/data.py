@@ -1,0 +1,152 @@
+"""Datasets and mini-batch loading.
+
+:class:`TensorDataset` holds a few arrays that share their first dimension;
+:class:`DataLoader` cuts a dataset into mini-batches. For a ``TensorDataset`` a
+batch is one gather per array (``array[indices]``), not a Python loop that
+stacks single samples; any other map-style dataset is fetched item by item and
+stacked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import mlx.core as mx
+import numpy as np
+
+from ..tensor import Tensor, _to_array
+
+__all__ = ["Dataset", "TensorDataset", "DataLoader"]
+
+Batch = tuple[Tensor, ...]
+
+
+class Dataset(Protocol):
+    """Anything with a length whose items are samples: ``dataset[i]`` for ``0 <= i < len``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
+class TensorDataset:
+    """Samples ``(t[i] for t in tensors)`` from arrays that share their first dimension.
+
+    Each argument may be a NumPy array, an ``mx.array`` or a :class:`~lucid.Tensor`;
+    it is stored as an ``mx.array`` (NumPy float64 and int64 are narrowed to float32
+    and int32, as :func:`lucid.tensor` does). ``dataset[index]`` accepts an int, a
+    slice or an array of indices and returns a tuple of Tensors.
+    """
+
+    def __init__(self, *tensors: Any) -> None:
+        if not tensors:
+            raise ValueError("TensorDataset: expected at least one tensor; got none")
+        arrays = [_to_array(t) for t in tensors]
+        for i, a in enumerate(arrays):
+            if a.ndim == 0:
+                raise ValueError(
+                    f"TensorDataset: tensors[{i}] is 0-d; every tensor needs a first "
+                    "(sample) dimension"
+                )
+        sizes = [a.shape[0] for a in arrays]
+        if len(set(sizes)) != 1:
+            raise ValueError(
+                f"TensorDataset: all tensors must have the same size in dimension 0; "
+                f"got sizes {sizes}"
+            )
+        self.tensors: tuple[mx.array, ...] = tuple(arrays)
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, index: Any) -> Batch:
+        if isinstance(index, (int, np.integer)):
+            n = len(self)
+            if not -n <= index < n:
+                raise IndexError(f"TensorDataset: index {index} is out of range for size {n}")
+        elif isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, (list, np.ndarray)):
+            index = mx.array(np.asarray(index, dtype=np.int64).astype(np.int32))
+        return tuple(Tensor(a[index]) for a in self.tensors)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"DataLoader: {name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"DataLoader: {name} must be a bool; got {value!r}")
+    return bool(value)
+
+
+class DataLoader:
+    """Iterate over ``dataset`` in mini-batches, each a tuple of Tensors.
+
+    With ``n = len(dataset)`` and batch size ``b`` there are ``ceil(n / b)`` batches,
+    or ``floor(n / b)`` with ``drop_last=True`` (which drops a short final batch).
+
+    ``shuffle=True`` draws a fresh permutation of ``range(n)`` at the start of every
+    epoch from a ``numpy.random.Generator`` seeded once with ``seed``: the same seed
+    gives the same sequence of epochs; ``seed=None`` seeds from the OS.
+
+    A :class:`TensorDataset` is batched with one gather per tensor. Any other dataset
+    (an object with ``__len__`` and ``__getitem__``) is read one sample at a time;
+    a sample is a tuple of array-likes (or a single one) and the fields are stacked.
+
+    Differs from PyTorch: no worker processes, samplers or custom ``collate_fn``.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(
+                f"DataLoader: dataset must have __len__ and __getitem__ (e.g. a "
+                f"TensorDataset); got {type(dataset).__name__}"
+            )
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+        ):
+            raise ValueError(f"DataLoader: seed must be a non-negative int or None; got {seed!r}")
+        self.dataset = dataset
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.shuffle = _flag("shuffle", shuffle)
+        self.drop_last = _flag("drop_last", drop_last)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        n, b = len(self.dataset), self.batch_size
+        return n // b if self.drop_last else math.ceil(n / b)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.dataset)
+        order = self._rng.permutation(n) if self.shuffle else np.arange(n)
+        for k in range(len(self)):
+            indices = order[k * self.batch_size : (k + 1) * self.batch_size]
+            yield self._fetch(indices)
+
+    def _fetch(self, indices: np.ndarray) -> Batch:
+        if isinstance(self.dataset, TensorDataset):
+            return self.dataset[mx.array(indices.astype(np.int32))]
+        samples = [self.dataset[int(i)] for i in indices]
+        fields = [s if isinstance(s, tuple) else (s,) for s in samples]
+        columns = zip(*fields, strict=True)
+        return tuple(Tensor(mx.stack([_to_array(x) for x in column])) for column in columns)
+
+    def __repr__(self) -> str:
+        return (
+            f"DataLoader(len(dataset)={len(self.dataset)}, batch_size={self.batch_size}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed})"
+        )
