@@ -1,3 +1,6 @@
 """Optimizers: one base class that owns the compiled step, and small pure update rules."""
 
-__all__: list[str] = []
+from .adagrad import Adagrad
+from .optimizer import Optimizer
+
+__all__ = ["Optimizer", "Adagrad"]
