@@ -12,7 +12,7 @@ optimizer's step evaluates them all at once.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -34,8 +34,9 @@ def is_grad_enabled() -> bool:
     return getattr(_mode, "enabled", True)
 
 
-class no_grad(contextlib.ContextDecorator):
-    """Context manager and decorator under which no op records a graph."""
+class no_grad:
+    """Context manager (``with no_grad():``) and decorator (``@no_grad()``) under which
+    no op records a graph."""
 
     def __enter__(self) -> None:
         self._prev = is_grad_enabled()
@@ -44,6 +45,16 @@ class no_grad(contextlib.ContextDecorator):
     def __exit__(self, *exc: object) -> None:
         _mode.enabled = self._prev
 
+    def __call__(self, func: Callable) -> Callable:
+        # a fresh instance per call: a shared one would lose the saved mode when the
+        # decorated function recurses or runs in two threads at once
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with no_grad():
+                return func(*args, **kwargs)
+
+        return wrapper
+
 
 # --------------------------------------------------------------------------- conversion
 
@@ -51,25 +62,27 @@ class no_grad(contextlib.ContextDecorator):
 def _to_array(obj: Any, dtype: mx.Dtype | None = None) -> mx.array:
     """Turn scalars, nested lists, NumPy arrays, mx.arrays and Tensors into an mx.array.
 
-    Python floats become float32 (torch's default dtype); NumPy float64 stays float64
-    only where the backend supports it, otherwise it is narrowed to float32.
+    Python floats become float32 (torch's default dtype) and NumPy float64 is narrowed
+    to float32. Integers become int32 unless a value needs int64: narrowing those would
+    silently wrap them (``2**40`` would become 0).
     """
+    if isinstance(obj, np.generic):  # NumPy scalars follow the NumPy-array rules
+        obj = np.asarray(obj)
     if isinstance(obj, Tensor):
         arr = obj.data
     elif isinstance(obj, mx.array):
         arr = obj
     elif isinstance(obj, np.ndarray):
+        obj = np.ascontiguousarray(obj)  # MLX refuses views with negative strides (a[::-1])
         if obj.dtype == np.float64:
             obj = obj.astype(np.float32)
-        elif obj.dtype == np.int64:
+        elif obj.dtype == np.int64 and _fits_int32(obj):
             obj = obj.astype(np.int32)
         arr = mx.array(obj)
-    elif isinstance(obj, (bool, int, float, list, tuple, np.generic)):
-        arr = mx.array(obj)
+    elif isinstance(obj, (bool, int, float, list, tuple)):
+        arr = mx.array(obj)  # already int32 unless some value needs int64
         if arr.dtype == mx.float64:
             arr = arr.astype(mx.float32)
-        elif arr.dtype == mx.int64:
-            arr = arr.astype(mx.int32)
     else:
         raise TypeError(
             f"tensor(): data must be a Python scalar, nested list, NumPy array, mx.array "
@@ -78,6 +91,11 @@ def _to_array(obj: Any, dtype: mx.Dtype | None = None) -> mx.array:
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)
     return arr
+
+
+def _fits_int32(a: np.ndarray) -> bool:
+    info = np.iinfo(np.int32)
+    return a.size == 0 or (info.min <= a.min() and a.max() <= info.max)
 
 
 def _is_floating(dtype: mx.Dtype) -> bool:
@@ -164,6 +182,8 @@ class Tensor:
         return Tensor(self.data)
 
     def numpy(self) -> np.ndarray:
+        if self.dtype == mx.bfloat16:
+            raise TypeError("numpy(): NumPy has no bfloat16; call .astype(lucid.float32) first")
         return np.array(self.data)
 
     def item(self) -> float | int | bool:
@@ -180,7 +200,9 @@ class Tensor:
         return float(self.item())
 
     def __repr__(self) -> str:
-        body = np.array2string(np.array(self.data), separator=", ", precision=4, threshold=50)
+        # NumPy has no bfloat16, so those values are shown through float32
+        shown = self.data.astype(mx.float32) if self.dtype == mx.bfloat16 else self.data
+        body = np.array2string(np.array(shown), separator=", ", precision=4, threshold=50)
         extras = [f"dtype={str(self.dtype).removeprefix('mlx.core.')}"]
         if self._op:
             extras.append(f"grad_fn={self._op}")
@@ -361,7 +383,15 @@ class Tensor:
         return reshape(self, _shape_args(shape))
 
     def transpose(self, *axes: Any) -> Tensor:
-        return transpose(self, _shape_args(axes) if axes else None)
+        """``t.transpose(d0, d1)`` swaps two axes, as in torch; ``t.transpose()`` reverses
+        all axes and ``t.transpose(p0, ..., pn)`` with every axis applies a permutation
+        (NumPy). For a 2-D tensor both readings of two axes give the matrix transpose."""
+        axes = _shape_args(axes)
+        if len(axes) == 2:  # list indexing handles negative axes and rejects bad ones
+            perm = list(range(self.ndim))
+            perm[axes[0]], perm[axes[1]] = perm[axes[1]], perm[axes[0]]
+            axes = tuple(perm)
+        return transpose(self, axes or None)
 
     def permute(self, *axes: Any) -> Tensor:
         return transpose(self, _shape_args(axes))
@@ -483,7 +513,7 @@ def pow(a: Any, b: Any) -> Tensor:
     def backward(g: mx.array):
         ga = g * b.data * mx.power(a.data, b.data - 1) if a.requires_grad else None
         gb = None
-        if b.requires_grad:  # d/db a**b = a**b log a, taken as 0 where a == 0
+        if b.requires_grad:  # d/db a**b = a**b log a, taken as 0 where a <= 0
             safe = mx.where(a.data > 0, a.data, mx.ones_like(a.data))
             gb = mx.where(a.data > 0, g * out * mx.log(safe), mx.zeros_like(out))
         return ga, gb
@@ -504,11 +534,11 @@ def matmul(a: Any, b: Any) -> Tensor:
         x, y = a.data, b.data
         x2 = x[None, :] if x.ndim == 1 else x
         y2 = y[:, None] if y.ndim == 1 else y
-        g2 = g
+        g2 = g  # re-insert the axes that 1-D promotion removed: y's last first, so that
+        if y.ndim == 1:  # a 0-d gradient (vector @ vector) becomes (1, 1)
+            g2 = mx.expand_dims(g2, -1)
         if x.ndim == 1:
             g2 = mx.expand_dims(g2, -2)
-        if y.ndim == 1:
-            g2 = mx.expand_dims(g2, -1)
         ga = g2 @ mx.swapaxes(y2, -1, -2)
         gb = mx.swapaxes(x2, -1, -2) @ g2
         if x.ndim == 1:
