@@ -177,6 +177,22 @@ class Tensor:
             raise TypeError("len() of a 0-d tensor")
         return self.shape[0]
 
+    def __iter__(self):
+        # without this Python iterates through __getitem__ until IndexError, which MLX
+        # never raises, so `for row in t` would run forever
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __bool__(self) -> bool:
+        # without this bool() falls back to __len__: tensor([0.]) would be True
+        if self.size != 1:
+            raise ValueError(
+                f"bool() of a tensor with {self.size} elements is ambiguous; "
+                "reduce it to one element first"
+            )
+        return bool(self.item())
+
     # ---- conversion
     def detach(self) -> Tensor:
         return Tensor(self.data)
@@ -773,12 +789,32 @@ def _index_data(index: Any) -> Any:
     return index
 
 
+def _check_int_bounds(index: Any, shape: tuple[int, ...]) -> None:
+    """Raise IndexError for a Python int out of range: MLX reads past the end instead.
+
+    Integer index arrays are not checked, since that would need their values.
+    """
+    items = index if isinstance(index, tuple) else (index,)
+    axis = 0
+    for k, i in enumerate(items):
+        if i is Ellipsis:  # the axes indexed after `...` are counted from the end
+            axis = len(shape) - len([j for j in items[k + 1 :] if j is not None])
+        elif i is not None:
+            is_int = isinstance(i, int) and not isinstance(i, bool)
+            if is_int and axis < len(shape) and not -shape[axis] <= i < shape[axis]:
+                raise IndexError(
+                    f"index {i} is out of bounds for axis {axis} with size {shape[axis]}"
+                )
+            axis += 1
+
+
 def getitem(a: Tensor, index: Any) -> Tensor:
     """``a[index]`` for ints, slices, None, Ellipsis and integer index arrays.
 
     The backward scatters the gradient into zeros with ``.at[].add``, so an index
     repeated k times receives k contributions.
     """
+    _check_int_bounds(index, a.shape)
     idx = _index_data(index)
     out = a.data[idx]
 
