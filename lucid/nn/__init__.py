@@ -1,10 +1,10 @@
 """Neural-network building blocks: Parameter, Module, containers, layers and losses.
 
 ``lucid.nn.functional`` holds the stateless functions and ``lucid.nn.init`` the
-initialisation schemes.
+initialisation schemes, ``lucid.nn.utils`` gradient clipping.
 """
 
-from . import functional, init
+from . import functional, init, utils
 from .activation import GELU, ReLU, Sigmoid, Tanh
 from .containers import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout
@@ -38,4 +38,5 @@ __all__ = [
     "BCEWithLogitsLoss",
     "functional",
     "init",
+    "utils",
 ]
