@@ -73,7 +73,7 @@ def _to_array(obj: Any, dtype: mx.Dtype | None = None) -> mx.array:
     elif isinstance(obj, mx.array):
         arr = obj
     elif isinstance(obj, np.ndarray):
-        obj = np.ascontiguousarray(obj)  # MLX refuses views with negative strides (a[::-1])
+        obj = np.asarray(obj, order="C")  # MLX refuses views with negative strides (a[::-1])
         if obj.dtype == np.float64:
             obj = obj.astype(np.float32)
         elif obj.dtype == np.int64 and _fits_int32(obj):
