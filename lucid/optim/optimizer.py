@@ -270,7 +270,13 @@ class Optimizer:
         step replaces them with new ones, so later steps never change what is returned.
         """
         ids = {id(p): i for i, p in enumerate(self._all_params())}
-        state = {ids[id(p)]: dict(s) for p, s in self.state.items() if id(p) in ids}
+        # new array objects (no data is copied): `+=` on an mx.array writes into that
+        # object, and must not reach this optimizer or the shared step counters
+        state = {
+            ids[id(p)]: {k: mx.array(v) for k, v in s.items()}
+            for p, s in self.state.items()
+            if id(p) in ids
+        }
         groups = [
             {
                 **{k: v for k, v in g.items() if k != "params"},
@@ -386,7 +392,9 @@ class Optimizer:
                     )
                 out[key] = step_array(int(t))
             elif mx.issubdtype(value.dtype, mx.floating) or mx.issubdtype(value.dtype, mx.integer):
-                out[key] = value.astype(ref.dtype) if value.dtype != ref.dtype else value
+                # a new array object either way, so in-place edits of the caller's
+                # dict never reach this optimizer
+                out[key] = value.astype(ref.dtype) if value.dtype != ref.dtype else mx.array(value)
             else:
                 raise ValueError(f"load_state_dict: {where}, key {key!r}: dtype {value.dtype}")
         return out
