@@ -3,6 +3,7 @@ zero_grad, state_dict round trips and all-or-nothing strict loading, containers.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import mlx.core as mx
@@ -347,3 +348,11 @@ def test_module_list_and_dict_operations() -> None:
     assert [k for k, _ in heads.items()] == list(heads.keys())
     del heads["x"]
     assert [n for n, _ in heads.named_parameters()] == ["y.weight", "y.bias"]
+
+
+def test_deepcopy_gives_independent_parameters() -> None:
+    model = lucid_tree()
+    clone = copy.deepcopy(model)
+    assert_same_state(snapshot(clone), snapshot(model))
+    assert not any(a is b for a, b in zip(clone.parameters(), model.parameters(), strict=True))
+    assert clone.heads["b"].weight is clone.heads["a"].weight  # ties survive the copy

@@ -132,7 +132,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:
-        if any(name in registry for registry in self._registries()):
+        if "_parameters" in self.__dict__ and any(name in r for r in self._registries()):
             self._forget(name)
         else:
             object.__delattr__(self, name)
