@@ -9,6 +9,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from optim_cases import (
     Scenario,
     grad_stream,
@@ -121,6 +123,20 @@ REFERENCE = [
 @pytest.mark.parametrize("kwargs", REFERENCE)
 def test_matches_numpy_reference(kwargs: dict) -> None:
     _check_against_numpy(kwargs)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    lr=st.floats(0.0, 1.0),
+    eps=st.floats(1e-10, 1e-2),
+    weight_decay=st.floats(0.0, 0.5),
+    initial_accumulator_value=st.floats(0.0, 2.0),
+    lr_decay=st.floats(0.0, 1.0),
+    maximize=st.booleans(),
+    decoupled_weight_decay=st.booleans(),
+)
+def test_any_hyperparameters_match_numpy_reference(**kwargs) -> None:
+    _check_against_numpy(kwargs, steps=5)
 
 
 def test_params_without_grad_are_skipped() -> None:

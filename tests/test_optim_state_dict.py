@@ -89,6 +89,23 @@ def test_state_dict_is_a_copy() -> None:
     assert_same_snapshot(before, snapshot(opt))
 
 
+def test_state_dict_read_only_after_later_steps() -> None:
+    """Nothing is evaluated when the dict is taken: later steps must not reuse its buffers."""
+    params, opt = _trained()
+    _, twin = _trained()
+    sd = opt.state_dict()
+    run_stream(opt, params, grad_stream(SHAPES, 3, seed=9))
+    assert_same_snapshot(snapshot(twin, False), _snapshot_of_state_dict(sd, twin))
+
+
+def _snapshot_of_state_dict(sd: dict, like: Adagrad) -> dict:
+    """``sd`` loaded into an optimizer shaped like ``like``, as a snapshot."""
+    params = make_params(values([p for g in like.param_groups for p in g["params"]]))
+    opt = Adagrad(_groups(params), **KWARGS)
+    opt.load_state_dict(sd)
+    return snapshot(opt, False)
+
+
 def _bump_in_place(sd: dict) -> None:
     for entry in sd["state"].values():
         for k in entry:
