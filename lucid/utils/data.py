@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import mlx.core as mx
 import numpy as np
 
+from ..nn._validation import flag, positive_int
 from ..tensor import Tensor, _to_array
 
 __all__ = ["Dataset", "TensorDataset", "DataLoader"]
@@ -66,23 +67,9 @@ class TensorDataset:
             n = len(self)
             if not -n <= index < n:
                 raise IndexError(f"TensorDataset: index {index} is out of range for size {n}")
-        elif isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, (list, np.ndarray)):
-            index = mx.array(np.asarray(index, dtype=np.int64).astype(np.int32))
+        elif isinstance(index, (Tensor, list, np.ndarray)):
+            index = _to_array(index)
         return tuple(Tensor(a[index]) for a in self.tensors)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"DataLoader: {name} must be a positive int; got {value!r}")
-    return int(value)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"DataLoader: {name} must be a bool; got {value!r}")
-    return bool(value)
 
 
 class DataLoader:
@@ -120,9 +107,9 @@ class DataLoader:
         ):
             raise ValueError(f"DataLoader: seed must be a non-negative int or None; got {seed!r}")
         self.dataset = dataset
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.shuffle = _flag("shuffle", shuffle)
-        self.drop_last = _flag("drop_last", drop_last)
+        self.batch_size = positive_int("DataLoader", "batch_size", batch_size)
+        self.shuffle = flag("DataLoader", "shuffle", shuffle)
+        self.drop_last = flag("DataLoader", "drop_last", drop_last)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
