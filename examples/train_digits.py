@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("examples/out/digits_loss.png"))
     parser.add_argument(
-        "--checkpoint", type=Path, default=None, help="default: checkpoints/digits.ckpt by --out"
+        "--checkpoint", type=Path, default=None, help="default: <folder of --out>/checkpoints/..."
     )
     args = parser.parse_args()
     if args.epochs < 1:
@@ -184,8 +184,8 @@ def main() -> None:
         for p, q in zip(model.parameters(), fresh_model.parameters(), strict=True)
     )
     print(
-        f"  one more step, original vs reloaded: loss {one_step[0]:.6f} vs {one_step[1]:.6f}, "
-        f"max parameter difference {gap:.1e}"
+        f"  one more step, original vs reloaded: train loss {one_step[0]:.6f} vs "
+        f"{one_step[1]:.6f}, max parameter difference {gap:.1e}"
     )
     model, optimizer = fresh_model, fresh_optimizer  # carry on with the reloaded pair
     resumed_at = len(history)
