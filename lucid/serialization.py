@@ -83,6 +83,8 @@ def load(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"lucid.load: {path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"lucid.load: {path}: malformed metadata ({e!r})") from None
+    except RecursionError:  # json.loads or _decode on a crafted, deeply nested tree
+        raise CheckpointError(f"lucid.load: {path}: metadata is nested too deeply") from None
     return obj
 
 
@@ -160,6 +162,8 @@ def _check_header(path: Path) -> None:
         raise CheckpointError(f"lucid.load: {path}: {e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"lucid.load: {path}: header is not JSON ({e})") from None
+    except RecursionError:  # json.loads on a crafted, deeply nested header
+        raise CheckpointError(f"lucid.load: {path}: header is nested too deeply") from None
     data_size = size - 8 - n
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
         raise CheckpointError(f"lucid.load: {path}: no lucid metadata in the header")

@@ -43,12 +43,16 @@ State = dict[str, mx.array]
 # 0.2 ms for the lookups). mx.arrays are immutable, so sharing them is safe.
 _STEP_ARRAYS: dict[int, mx.array] = {}
 _STEP_OF_ID: dict[int, int] = {}
+_MAX_STEP_ARRAYS = 1024
 
 
 def step_array(t: int) -> mx.array:
     """The interned float32 scalar for step count ``t`` (float32, as torch stores it)."""
     arr = _STEP_ARRAYS.get(t)
     if arr is None:
+        if len(_STEP_ARRAYS) >= _MAX_STEP_ARRAYS:  # bounded: a long run must not grow it
+            oldest = _STEP_ARRAYS.pop(next(iter(_STEP_ARRAYS)))
+            _STEP_OF_ID.pop(id(oldest), None)  # an evicted array still reads via .item()
         arr = _STEP_ARRAYS[t] = mx.array(float(t), dtype=mx.float32)
         _STEP_OF_ID[id(arr)] = t
     return arr
@@ -202,6 +206,8 @@ class Optimizer:
             if g is None:
                 continue
             where = f"param group {index}, params[{i}]"
+            if not mx.issubdtype(p.dtype, mx.floating):  # its .data was replaced since
+                raise TypeError(f"{where}: an optimizer needs floating parameters; got {p.dtype}")
             if not isinstance(g, Tensor):
                 raise TypeError(f"{where}: grad must be a Tensor; got {type(g).__name__}")
             if g.shape != p.shape:
@@ -210,6 +216,14 @@ class Optimizer:
                 raise ValueError(f"{where}: grad has dtype {g.dtype}, parameter has {p.dtype}")
             if p not in self.state:
                 raise RuntimeError(f"{where}: no optimizer state; was it added to the group?")
+            # a rule's state arrays (besides "step") are shaped like the parameter; a
+            # .data replaced by another shape would fail, or broadcast, mid-step
+            for key, value in self.state[p].items():
+                if key != "step" and value.shape != p.data.shape:
+                    raise ValueError(
+                        f"{where}: parameter has shape {p.shape}, its state {key!r} has "
+                        f"{tuple(value.shape)}; was its .data replaced?"
+                    )
             active.append(p)
         return active
 
