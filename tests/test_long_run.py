@@ -4,8 +4,8 @@ Over the run, sampled every 1,000 steps after a warm-up:
 
 - MLX's active memory stays flat (a spread under 16 KiB: the run allocates and frees
   about 1 KiB per step, so a leak of even 2 bytes per step would show);
-- the lazy graph never grows: after each step, stepped parameters and their state are
-  evaluated arrays with no pending operation, and the number of live lucid Tensors is
+- the lazy graph never grows: after each step, the operations still pending behind the
+  parameters and their state are the same few, and the number of live lucid Tensors is
   constant;
 - nothing is traced again (``trace_count`` stays at its warm-up value);
 - a step does not get slower: the median step time of the last 1,000 steps is within
@@ -101,10 +101,10 @@ def test_ten_thousand_steps_stay_flat(setup: Callable) -> None:
         step(WARMUP + i)
         times.append(time.perf_counter() - start)
         if (i + 1) % EVERY == 0:
-            stepped = [p for p in opt.state if p.grad is not None]
-            arrays = [p.data for p in stepped] + [v for p in stepped for v in opt.state[p].values()]
-            assert _pending_ops(arrays) == 0, f"a lazy graph is left after step {i + 1}"
-            pending.append(_pending_ops([v for s in opt.state.values() for v in s.values()]))
+            arrays = [p.data for p in opt.state] + [
+                v for s in opt.state.values() for v in s.values()
+            ]
+            pending.append(_pending_ops(arrays))
             gc.collect()
             memory.append(mx.get_active_memory())
             tensors.append(_live_tensors())
@@ -112,8 +112,10 @@ def test_ten_thousand_steps_stay_flat(setup: Callable) -> None:
     assert opt.trace_count == traces, "the step was traced again while only lr changed"
     assert max(memory) - min(memory) < MEMORY_SPREAD, f"active memory drifts: {memory}"
     assert len(set(tensors)) == 1, f"live lucid Tensors grow: {tensors}"
-    assert len(set(pending)) == 1, f"pending operations grow: {pending}"  # a never-stepped
-    # parameter keeps its lazy initial state (mx.full), the same few operations throughout
+    # not always 0: a never-stepped parameter keeps its lazy initial state (mx.full), and
+    # state may be views (split, reshape) of a flat buffer; but the same few every time
+    assert len(set(pending)) == 1, f"pending operations grow: {pending}"
+    assert pending[0] <= 4 * len(arrays), f"{pending[0]} pending operations"
     first, last = statistics.median(times[:EVERY]), statistics.median(times[-EVERY:])
     assert last < SLOWDOWN * first, f"median step time grew from {first:.2e} s to {last:.2e} s"
     stepped = [int(s["step"].item()) for s in opt.state.values()]
