@@ -1,0 +1,1 @@
+"""lucid benchmark suite: ``python benchmarks/run.py`` (see run.py)."""

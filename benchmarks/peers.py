@@ -1,0 +1,201 @@
+"""The peers lucid is measured against: Adagrad steps and MLP training steps written the
+way each library's documentation shows, with the same hyperparameters as lucid.
+
+An Adagrad implementation is built from NumPy start values and fixed gradients and
+offers ``step(lr)`` (synchronous: the update is done when it returns) and ``params()``
+(the current parameters as NumPy arrays, for the cross-check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import mlx.core as mx
+import mlx.nn
+import mlx.optimizers
+import numpy as np
+import torch
+
+from benchmarks.common import EPS, LR
+
+__all__ = [
+    "NumpyAdagrad",
+    "MlxAdagrad",
+    "TorchAdagrad",
+    "ADAGRAD_PEERS",
+    "MlxMLP",
+    "TorchMLP",
+]
+
+
+class NumpyAdagrad:
+    """In-place NumPy: ``G += g*g; θ -= lr*g/(sqrt(G)+eps)`` with one preallocated
+    temporary per tensor, so a step allocates nothing. Also the reference for parity."""
+
+    name = "numpy in-place"
+    uses_mlx = False
+
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        self._p = [a.copy() for a in params]
+        self._g = grads
+        self._G = [np.zeros_like(a) for a in params]
+        self._tmp = [np.empty_like(a) for a in params]
+
+    def step(self, lr: float) -> None:
+        for p, g, G, t in zip(self._p, self._g, self._G, self._tmp, strict=True):
+            np.multiply(g, g, out=t)
+            G += t
+            np.sqrt(G, out=t)
+            t += np.float32(EPS)
+            np.divide(g, t, out=t)
+            t *= np.float32(lr)
+            p -= t
+
+    def params(self) -> list[np.ndarray]:
+        return self._p
+
+
+class _Holder(mlx.nn.Module):
+    """An MLX module whose only parameters are a list of arrays."""
+
+    def __init__(self, arrays: list[mx.array]) -> None:
+        super().__init__()
+        self.ps = arrays
+
+
+class MlxAdagrad:
+    """``mlx.optimizers.Adagrad`` driving ``optimizer.update(model, grads)``; compiled as
+    MLX's docs show, with the model and optimizer state as compile inputs and outputs."""
+
+    uses_mlx = True
+
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], compiled: bool) -> None:
+        self.name = "mlx.optimizers.Adagrad" + (" compiled" if compiled else "")
+        self._model = _Holder([mx.array(a) for a in params])
+        self._grads = {"ps": [mx.array(g) for g in grads]}
+        self._opt = mlx.optimizers.Adagrad(learning_rate=LR, eps=EPS)
+        self._opt.init(self._model.trainable_parameters())
+        self._state = [self._model.state, self._opt.state]
+        mx.eval(self._state, self._grads)
+
+        def update(grads: dict) -> None:
+            self._opt.update(self._model, grads)
+
+        if compiled:
+            update = partial(mx.compile, inputs=self._state, outputs=self._state)(update)
+        self._update = update
+
+    def step(self, lr: float) -> None:
+        self._opt.learning_rate = lr  # lives in the state as an array: no retrace
+        self._update(self._grads)
+        mx.eval(self._state)
+
+    def params(self) -> list[np.ndarray]:
+        return [np.array(a) for a in self._model.ps]
+
+
+class TorchAdagrad:
+    """``torch.optim.Adagrad`` on CPU in one of its three code paths."""
+
+    uses_mlx = False
+
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], mode: str) -> None:
+        flags = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}
+        flags["fused"] = {"fused": True}
+        self.name = f"torch Adagrad {mode}"
+        self._p = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in params]
+        for p, g in zip(self._p, grads, strict=True):
+            p.grad = torch.from_numpy(g)  # shares memory; Adagrad only reads it
+        self._opt = torch.optim.Adagrad(self._p, lr=LR, eps=EPS, **flags[mode])
+
+    def step(self, lr: float) -> None:
+        self._opt.param_groups[0]["lr"] = lr
+        self._opt.step()
+
+    def params(self) -> list[np.ndarray]:
+        return [p.detach().numpy() for p in self._p]
+
+
+AdagradFactory = Callable[[list[np.ndarray], list[np.ndarray]], object]
+
+#: every peer of lucid's Adagrad, in table order
+ADAGRAD_PEERS: list[AdagradFactory] = [
+    partial(MlxAdagrad, compiled=False),
+    partial(MlxAdagrad, compiled=True),
+    partial(TorchAdagrad, mode="for-loop"),
+    partial(TorchAdagrad, mode="foreach"),
+    partial(TorchAdagrad, mode="fused"),
+    NumpyAdagrad,
+]
+
+
+# ---------------------------------------------------------------------------- MLP peers
+
+
+class MlxMLP:
+    """mlx.nn MLP trained with ``nn.value_and_grad`` and Adagrad; the whole step (forward,
+    backward, update) is one ``mx.compile`` d function with the state as inputs/outputs."""
+
+    name = "mlx.nn + Adagrad, step compiled"
+    uses_mlx = True
+
+    def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        layers: list[mlx.nn.Module] = []
+        for i, (w, b) in enumerate(weights):
+            lin = mlx.nn.Linear(w.shape[1], w.shape[0])
+            lin.weight, lin.bias = mx.array(w), mx.array(b)
+            layers.append(lin)
+            if i < len(weights) - 1:
+                layers.append(mlx.nn.ReLU())
+        self.model = mlx.nn.Sequential(*layers)
+        self._opt = mlx.optimizers.Adagrad(learning_rate=LR, eps=EPS)
+        self._opt.init(self.model.trainable_parameters())
+        state = [self.model.state, self._opt.state]
+        mx.eval(state)
+
+        def loss_fn(model: mlx.nn.Module, x: mx.array, y: mx.array) -> mx.array:
+            return mlx.nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+        loss_and_grad = mlx.nn.value_and_grad(self.model, loss_fn)
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def train_step(x: mx.array, y: mx.array) -> mx.array:
+            loss, grads = loss_and_grad(self.model, x, y)
+            self._opt.update(self.model, grads)
+            return loss
+
+        self._step = train_step
+        self._state = state
+
+    def step(self, x: mx.array, y: mx.array) -> float:
+        loss = self._step(x, y)
+        mx.eval(loss, self._state)
+        return loss.item()
+
+
+class TorchMLP:
+    """torch.nn MLP with ``F.cross_entropy`` and ``torch.optim.Adagrad`` (default path)."""
+
+    name = "torch CPU, Adagrad default"
+    uses_mlx = False
+
+    def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        layers: list[torch.nn.Module] = []
+        for i, (w, b) in enumerate(weights):
+            lin = torch.nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(w))
+                lin.bias.copy_(torch.from_numpy(b))
+            layers.append(lin)
+            if i < len(weights) - 1:
+                layers.append(torch.nn.ReLU())
+        self.model = torch.nn.Sequential(*layers)
+        self._opt = torch.optim.Adagrad(self.model.parameters(), lr=LR, eps=EPS)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self._opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(self.model(x), y)
+        loss.backward()
+        self._opt.step()
+        return loss.item()
