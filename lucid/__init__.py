@@ -5,6 +5,7 @@ import mlx.core as _mx
 from . import nn, optim
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, zeros, zeros_like
 from .serialization import load, save
+from .sparse import SparseGrad
 from .tensor import (
     Tensor,
     abs,
@@ -47,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor",
     "tensor",
+    "SparseGrad",
     "no_grad",
     "is_grad_enabled",
     "zeros",

@@ -119,6 +119,8 @@ def _accumulate(a: Any, b: Any) -> Any:
     """Add two gradient contributions; either may be a row-sparse gradient."""
     if a is None:
         return b
+    if isinstance(a, mx.array) and not isinstance(b, mx.array):
+        return b + a  # mx.array refuses foreign operands; the gradient object adds itself
     return a + b
 
 
@@ -278,12 +280,13 @@ class Tensor:
                 grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
 
     def _accumulate_grad(self, g: Any) -> None:
-        if isinstance(g, mx.array):
-            if g.dtype != self.dtype:
-                g = g.astype(self.dtype)
-            self.grad = Tensor(g) if self.grad is None else Tensor(_accumulate(self.grad.data, g))
-        else:  # a gradient object of its own kind (e.g. row-sparse); it knows how to add
-            self.grad = g if self.grad is None else _accumulate(self.grad, g)
+        if isinstance(g, mx.array) and g.dtype != self.dtype:
+            g = g.astype(self.dtype)
+        # .grad holds a Tensor, or a gradient object of its own kind (lucid.SparseGrad),
+        # which knows how to add itself to another (sparse + dense gives dense)
+        prev = self.grad.data if isinstance(self.grad, Tensor) else self.grad
+        total = _accumulate(prev, g)
+        self.grad = Tensor(total) if isinstance(total, mx.array) else total
 
     # ---- arithmetic
     def __add__(self, other: Any) -> Tensor:

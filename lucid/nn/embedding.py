@@ -24,7 +24,9 @@ class Embedding(Module):
 
     ``padding_idx`` (may be negative, counted from the end): that row is zero at init and
     never receives a gradient, though lookups still return its current value.
-    ``sparse`` is stored for API compatibility; the gradient is currently always dense.
+    ``sparse=True``: ``weight.grad`` is a :class:`lucid.SparseGrad` (the rows looked up and
+    one gradient row per lookup) instead of a dense table-sized array, so an optimizer
+    that supports it (:class:`lucid.optim.Adagrad`) touches only those rows.
     """
 
     def __init__(
@@ -58,7 +60,7 @@ class Embedding(Module):
             self.weight.data = mx.where(rows == self.padding_idx, 0.0, self.weight.data)
 
     def forward(self, input: Any) -> Tensor:
-        return F.embedding(input, self.weight, self.padding_idx)
+        return F.embedding(input, self.weight, self.padding_idx, self.sparse)
 
     def extra_repr(self) -> str:
         text = f"{self.num_embeddings}, {self.embedding_dim}"

@@ -2,6 +2,8 @@
 
 Nothing here writes its own backward: every function is built from ops in
 :mod:`lucid.tensor`, so gradients follow from theirs and stay lazy (no ``mx.eval``).
+The one exception is ``embedding(..., sparse=True)``, whose gradient is a
+:class:`lucid.SparseGrad`, a kind no Tensor op produces.
 Axis arguments are called ``axis`` as everywhere in lucid (PyTorch says ``dim``).
 """
 
@@ -13,7 +15,8 @@ from typing import Any
 
 import mlx.core as mx
 
-from ..tensor import Tensor, _to_array, logsumexp, sqrt, stack, where
+from ..sparse import SparseGrad
+from ..tensor import Tensor, _result, _to_array, logsumexp, reshape, sqrt, stack, where
 from ..tensor import gelu as _gelu_exact
 from ..tensor import log_softmax as _log_softmax
 from ..tensor import relu as _relu
@@ -60,21 +63,44 @@ def _indices(input: Any, who: str) -> mx.array:
     return idx
 
 
-def embedding(input: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+def embedding(
+    input: Any, weight: Tensor, padding_idx: int | None = None, sparse: bool = False
+) -> Tensor:
     """Look up rows: ``out[..., :] = weight[input[...], :]``; output shape ``input.shape + (D,)``.
 
     ``input`` is an integer Tensor, NumPy or mx array (or nested list). The gradient w.r.t.
-    ``weight`` is dense and scatter-adds each output row into the row it came from; with
-    ``padding_idx`` set, that row still appears in the output but receives no gradient.
-    Indices are not range-checked (checking would force evaluation).
+    ``weight`` scatter-adds each output row into the row it came from: a dense array, or
+    with ``sparse=True`` a :class:`lucid.SparseGrad` (one entry per lookup, repeats not yet
+    merged). With ``padding_idx`` set, that row still appears in the output but receives
+    no gradient (sparse: its entries carry zeros). Indices are not range-checked (checking
+    would force evaluation).
     """
     idx = _indices(input, "embedding()")
+    if sparse:
+        return _sparse_embedding(idx, weight, padding_idx)
     rows = weight[idx]
     if padding_idx is None:
         return rows
     # Same values either way; only the branch taken from `rows` carries a gradient.
     keep = mx.expand_dims(idx != padding_idx, -1)
     return where(keep, rows, rows.detach())
+
+
+def _sparse_embedding(idx: mx.array, weight: Tensor, padding_idx: int | None) -> Tensor:
+    flat = idx.reshape(-1)
+    out = weight.data[flat]
+    shape = tuple(weight.shape)
+
+    def backward(g: mx.array):
+        values = g.reshape(flat.shape[0], shape[1])
+        if padding_idx is not None:
+            values = mx.where(mx.expand_dims(flat != padding_idx, -1), values, 0)
+        # the looked-up rows ride along: coupled weight decay needs them, and gathering
+        # them again in the step would make MLX copy the table (see lucid.sparse)
+        return (SparseGrad(flat, values, shape)._with_rows(out, weight.data),)
+
+    result = _result(out, (weight,), backward, "embedding")
+    return reshape(result, (*idx.shape, shape[1])) if idx.ndim != 1 else result
 
 
 def relu(input: Tensor) -> Tensor:
