@@ -218,16 +218,12 @@ def test_bad_value_set_between_steps_raises_and_changes_nothing() -> None:
 def _eager_step(opt: Adagrad, params: list[Parameter]) -> list[tuple[mx.array, dict]]:
     """Adagrad.update applied directly per parameter, with no mx.compile in the way."""
     group = opt.param_groups[0]
-    hyper = {k: mx.array(float(group[k]), dtype=mx.float32) for k in opt.array_hyperparameters}
     out = []
     for p in params:
         state = {k: v for k, v in opt.state[p].items() if k != "step"}
-        step = mx.array(opt.state[p]["step"].item() + 1, dtype=mx.float32)
-        out.append(
-            Adagrad.update(
-                p.data, p.grad.data, state, {**hyper, "step": step}, **opt.static_config(group)
-            )
-        )
+        t = int(opt.state[p]["step"].item()) + 1
+        hyper = {k: mx.array(v) for k, v in opt.step_hyperparameters(group, t).items()}
+        out.append(Adagrad.update(p.data, p.grad.data, state, hyper, **opt.static_config(group)))
     return out
 
 

@@ -160,16 +160,13 @@ def test_compiled_step_equals_the_plain_rule(layout: Layout) -> None:
         _set_grads(params, grads)
         opt.step()
         for group in opt.param_groups:
-            arrays = {
-                k: mx.array(float(group[k]), dtype=mx.float32)
-                for k in Adagrad.array_hyperparameters
-            }
             for p in group["params"]:
                 g = grads[next(i for i, q in enumerate(params) if q is p)]
                 if g is None:
                     continue
                 data, state, count = ref[id(p)]
-                hyper = {**arrays, "step": mx.array(float(count + 1))}
+                values = opt.step_hyperparameters(group, count + 1)
+                hyper = {k: mx.array(v, dtype=mx.float32) for k, v in values.items()}
                 data, state = Adagrad.update(data, g, state, hyper, **opt.static_config(group))
                 ref[id(p)] = data, state, count + 1
     for i, p in enumerate(params):

@@ -8,7 +8,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .optimizer import Optimizer, State
+from .optimizer import Optimizer, State, own_kernel
 
 __all__ = ["Adagrad"]
 
@@ -56,13 +56,24 @@ class Adagrad(Optimizer):
     - optax and Keras: eps inside the square root, :math:`\sqrt{G + \epsilon}`, and an
       initial accumulator of ``0.1``.
 
+    Row-sparse gradients (:class:`lucid.SparseGrad`, from ``nn.Embedding(sparse=True)``):
+    repeated rows are summed first, then the rule above runs on the touched rows only,
+    and the other rows of :math:`\theta` and :math:`G` stay as they are. The step count,
+    ``lr_decay``, ``maximize`` and ``initial_accumulator_value`` work as in the dense
+    case, so with ``weight_decay=0`` a sparse step equals the dense one. Weight decay
+    (either mode) is *lazy*: it reaches a row only on steps that touch it, where the dense
+    step decays every row every step. (PyTorch refuses weight decay with sparse
+    gradients.) Cost and memory follow the rows touched, not the table; see
+    :meth:`update_rows`.
+
     Example::
 
         opt = lucid.optim.Adagrad(model.parameters(), lr=0.01)
         opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
     """
 
-    array_hyperparameters = ("lr", "eps", "weight_decay", "lr_decay")
+    elementwise = True
+    supports_sparse = True
 
     def __init__(
         self,
@@ -100,6 +111,11 @@ class Adagrad(Optimizer):
     def init_state(self, param: mx.array, group: dict[str, Any]) -> State:
         return {"sum": mx.full(param.shape, group["initial_accumulator_value"], dtype=param.dtype)}
 
+    def step_hyperparameters(self, group: dict[str, Any], t: int) -> dict[str, float]:
+        """``lr_t = lr / (1 + (t - 1) lr_decay)``, computed in float64 as PyTorch does."""
+        lr = group["lr"] / (1 + (t - 1) * group["lr_decay"])
+        return {"lr": lr, "eps": group["eps"], "weight_decay": group["weight_decay"]}
+
     def static_config(self, group: dict[str, Any]) -> dict[str, Any]:
         if group["weight_decay"] == 0:
             decay = "none"
@@ -122,11 +138,50 @@ class Adagrad(Optimizer):
         g = grad.astype(mx.float32)
         if maximize:
             g = -g
-        lr = hyper["lr"] / (1 + (hyper["step"] - 1) * hyper["lr_decay"])
+        lr = hyper["lr"]
         if decay == "decoupled":
             p = p * (1 - lr * hyper["weight_decay"])
         elif decay == "coupled":
             g = g + hyper["weight_decay"] * p
-        G = state["sum"].astype(mx.float32) + g * g
-        p = p - lr * g / (mx.sqrt(G) + hyper["eps"])
-        return p.astype(param.dtype), {"sum": G.astype(param.dtype)}
+        G = own_kernel((state["sum"].astype(mx.float32) + g * g).astype(param.dtype))
+        p = p - lr * g / (mx.sqrt(G.astype(mx.float32)) + hyper["eps"])
+        return p.astype(param.dtype), {"sum": G}
+
+    @staticmethod
+    def update_rows(
+        param: mx.array,
+        index: mx.array,
+        grad: mx.array,
+        valid: mx.array,
+        param_rows: mx.array,
+        state: State,
+        hyper: dict[str, mx.array],
+        *,
+        maximize: bool = False,
+        decay: str = "none",
+    ) -> tuple[mx.array, State]:
+        """The rule on the rows ``index`` (distinct where ``valid``) of one parameter.
+
+        MLX arrays are immutable: a scatter writes in place only when nothing else in
+        the same evaluation reads its target, otherwise it copies the whole table
+        (1M x 64: 0.7 ms in place, 170-490 ms copied). So neither table is gathered
+        before it is written: ``G`` is scatter-added first and its new rows gathered from
+        the result, and ``θ``'s rows come from ``param_rows`` (recorded by the forward
+        lookup), the new rows being put back with one scatter.
+        """
+        on = valid[:, None]
+        g = grad.astype(mx.float32)
+        if maximize:
+            g = -g
+        p = param_rows.astype(mx.float32)
+        lr = hyper["lr"]
+        if decay == "decoupled":
+            p = p * (1 - lr * hyper["weight_decay"])
+        elif decay == "coupled":
+            g = g + hyper["weight_decay"] * p
+        G = state["sum"].at[index].add(mx.where(on, g * g, 0).astype(param.dtype))
+        p = p - lr * g / (mx.sqrt(G[index].astype(mx.float32)) + hyper["eps"])
+        # padding rows name row index[0]: give them its new value, so every write agrees
+        p = p[mx.where(valid, mx.arange(valid.shape[0]), 0)]
+        param = mx.put_along_axis(param, index[:, None], p.astype(param.dtype), axis=0)
+        return param, {"sum": G}
