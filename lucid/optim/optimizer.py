@@ -50,6 +50,7 @@ _MAX_STEP_ARRAYS = 1024
 
 
 _warned_no_compile = False
+_FLOATING = (mx.float32, mx.float16, mx.bfloat16, mx.float64)
 
 
 def own_kernel(x: mx.array) -> mx.array:
@@ -65,24 +66,28 @@ def own_kernel(x: mx.array) -> mx.array:
     return x.reshape(1, -1).reshape(x.shape)
 
 
-#: streams a step spreads its updates over. MLX's CPU backend runs each stream on one
-#: thread, so two streams use both cores of a small machine (measured on set B, 100
-#: tensors: 22.7 ms on one stream, 12.9 ms on two); on a GPU they overlap kernels.
+#: streams a step spreads its updates over: the device's default stream and STREAMS - 1
+#: more. MLX's CPU backend runs each stream on one thread, so two streams use both cores
+#: of a small machine (measured on set B, 100 tensors: 22.7 ms on one stream, 12.9 ms on
+#: two); on a GPU they overlap kernels.
 STREAMS = 2
-_streams: list[mx.Stream] = []
+_streams: dict[str, list[mx.Stream]] = {}
 
 
 def _spread(sizes: list[int]) -> list[tuple[mx.Stream, list[int]]]:
     """Assign jobs to streams, largest first, each to the least loaded stream."""
-    if not _streams:
-        _streams.extend(mx.new_stream(mx.default_device()) for _ in range(STREAMS))
-    load = [0] * len(_streams)
-    assigned: list[list[int]] = [[] for _ in _streams]
+    device = mx.default_device()
+    streams = _streams.get(str(device))
+    if streams is None:
+        extra = [mx.new_stream(device) for _ in range(STREAMS - 1)]
+        streams = _streams[str(device)] = [mx.default_stream(device), *extra]
+    load = [0] * len(streams)
+    assigned: list[list[int]] = [[] for _ in streams]
     for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
         k = load.index(min(load))
         load[k] += sizes[i]
         assigned[k].append(i)
-    return [(s, sorted(a)) for s, a in zip(_streams, assigned, strict=True) if a]
+    return [(s, sorted(a)) for s, a in zip(streams, assigned, strict=True) if a]
 
 
 def step_array(t: int) -> mx.array:
@@ -297,39 +302,62 @@ class Optimizer:
             g = p.grad
             if g is None:
                 continue
-            where = f"param group {index}, params[{i}]"
-            if not mx.issubdtype(p.dtype, mx.floating):  # its .data was replaced since
-                raise TypeError(f"{where}: an optimizer needs floating parameters; got {p.dtype}")
-            if isinstance(g, SparseGrad):
-                if not self.supports_sparse:
-                    raise TypeError(
-                        f"{where}: {type(self).__name__} does not support sparse gradients "
-                        f"(got a SparseGrad of shape {g.shape}); use lucid.optim.Adagrad, or "
-                        "build the embedding with sparse=False"
-                    )
-            elif not isinstance(g, Tensor):
-                raise TypeError(f"{where}: grad must be a Tensor; got {type(g).__name__}")
-            if g.shape != p.shape:
-                raise ValueError(f"{where}: grad has shape {g.shape}, parameter has {p.shape}")
-            if g.dtype != p.dtype:
-                raise ValueError(f"{where}: grad has dtype {g.dtype}, parameter has {p.dtype}")
-            # a rule's state arrays (besides "step") are shaped like the parameter; a
-            # .data replaced by another shape would fail, or broadcast, mid-step
-            if id(p) in self._bucket_of:
-                bucket, j = self._bucket_of[id(p)]
-                shapes = {"bucket": bucket.shapes[j]}
-            elif p in self._state:
-                shapes = {k: v.shape for k, v in self._state[p].items() if k != "step"}
-            else:
-                raise RuntimeError(f"{where}: no optimizer state; was it added to the group?")
-            for key, shape in shapes.items():
-                if tuple(shape) != p.shape:
-                    raise ValueError(
-                        f"{where}: parameter has shape {p.shape}, its state {key!r} has "
-                        f"{tuple(shape)}; was its .data replaced?"
-                    )
+            if not self._ready(p, g):  # the cheap check; the explanation only on failure
+                self._refuse(f"param group {index}, params[{i}]", p, g)
             active.append(p)
         return active
+
+    def _ready(self, p: Parameter, g: Any) -> bool:
+        """Whether ``p`` can step with gradient ``g`` (see :meth:`_refuse` for the rules)."""
+        data = p.data
+        if data.dtype not in _FLOATING:
+            return False
+        if isinstance(g, SparseGrad):
+            if not self.supports_sparse or g.shape != data.shape or g.dtype != data.dtype:
+                return False
+        elif not isinstance(g, Tensor) or g.data.shape != data.shape or g.data.dtype != data.dtype:
+            return False
+        held = self._bucket_of.get(id(p))
+        if held is not None:
+            return held[0].shapes[held[1]] == data.shape
+        state = self._state.get(p)
+        return state is not None and all(
+            v.shape == data.shape for k, v in state.items() if k != "step"
+        )
+
+    def _refuse(self, where: str, p: Parameter, g: Any) -> None:
+        """Raise the error that says why :meth:`_ready` refused ``p``."""
+        if not mx.issubdtype(p.dtype, mx.floating):  # its .data was replaced since
+            raise TypeError(f"{where}: an optimizer needs floating parameters; got {p.dtype}")
+        if isinstance(g, SparseGrad):
+            if not self.supports_sparse:
+                raise TypeError(
+                    f"{where}: {type(self).__name__} does not support sparse gradients "
+                    f"(got a SparseGrad of shape {g.shape}); use lucid.optim.Adagrad, or "
+                    "build the embedding with sparse=False"
+                )
+        elif not isinstance(g, Tensor):
+            raise TypeError(f"{where}: grad must be a Tensor; got {type(g).__name__}")
+        if g.shape != p.shape:
+            raise ValueError(f"{where}: grad has shape {g.shape}, parameter has {p.shape}")
+        if g.dtype != p.dtype:
+            raise ValueError(f"{where}: grad has dtype {g.dtype}, parameter has {p.dtype}")
+        # a rule's state arrays (besides "step") are shaped like the parameter; a
+        # .data replaced by another shape would fail, or broadcast, mid-step
+        if id(p) in self._bucket_of:
+            bucket, j = self._bucket_of[id(p)]
+            shapes = {"sum": bucket.shapes[j]}
+        elif p in self._state:
+            shapes = {k: v.shape for k, v in self._state[p].items() if k != "step"}
+        else:
+            raise RuntimeError(f"{where}: no optimizer state; was it added to the group?")
+        for key, shape in shapes.items():
+            if tuple(shape) != p.shape:
+                raise ValueError(
+                    f"{where}: parameter has shape {p.shape}, its state {key!r} has "
+                    f"{tuple(shape)}; was its .data replaced?"
+                )
+        raise AssertionError(f"{where}: refused for no stated reason")  # pragma: no cover
 
     def _apply(self, index: int, group: dict[str, Any], active: list[Parameter]) -> list[mx.array]:
         """Run the compiled update of one group and write the results back (lazily).
