@@ -134,15 +134,8 @@ class Adagrad(Optimizer):
         decay: str = "none",
     ) -> tuple[mx.array, State]:
         """The rule on one parameter; pure, so ``mx.compile`` can fuse it."""
-        p = param.astype(mx.float32)
-        g = grad.astype(mx.float32)
-        if maximize:
-            g = -g
+        p, g = _decayed(param, grad, hyper, maximize, decay)
         lr = hyper["lr"]
-        if decay == "decoupled":
-            p = p * (1 - lr * hyper["weight_decay"])
-        elif decay == "coupled":
-            g = g + hyper["weight_decay"] * p
         G = own_kernel((state["sum"].astype(mx.float32) + g * g).astype(param.dtype))
         p = p - lr * g / (mx.sqrt(G.astype(mx.float32)) + hyper["eps"])
         return p.astype(param.dtype), {"sum": G}
@@ -170,18 +163,26 @@ class Adagrad(Optimizer):
         lookup), the new rows being put back with one scatter.
         """
         on = valid[:, None]
-        g = grad.astype(mx.float32)
-        if maximize:
-            g = -g
-        p = param_rows.astype(mx.float32)
+        p, g = _decayed(param_rows, grad, hyper, maximize, decay)
         lr = hyper["lr"]
-        if decay == "decoupled":
-            p = p * (1 - lr * hyper["weight_decay"])
-        elif decay == "coupled":
-            g = g + hyper["weight_decay"] * p
         G = state["sum"].at[index].add(mx.where(on, g * g, 0).astype(param.dtype))
         p = p - lr * g / (mx.sqrt(G[index].astype(mx.float32)) + hyper["eps"])
         # padding rows name row index[0]: give them its new value, so every write agrees
         p = p[mx.where(valid, mx.arange(valid.shape[0]), 0)]
         param = mx.put_along_axis(param, index[:, None], p.astype(param.dtype), axis=0)
         return param, {"sum": G}
+
+
+def _decayed(
+    param: mx.array, grad: mx.array, hyper: dict[str, mx.array], maximize: bool, decay: str
+) -> tuple[mx.array, mx.array]:
+    """Steps 1-3 of the rule, in float32: the sign for ``maximize``, then weight decay
+    applied to the parameter (decoupled) or folded into the gradient (coupled)."""
+    p, g = param.astype(mx.float32), grad.astype(mx.float32)
+    if maximize:
+        g = -g
+    if decay == "decoupled":
+        p = p * (1 - hyper["lr"] * hyper["weight_decay"])
+    elif decay == "coupled":
+        g = g + hyper["weight_decay"] * p
+    return p, g
