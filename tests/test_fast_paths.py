@@ -1,0 +1,166 @@
+"""The fast paths of the compiled step against the plain rule.
+
+The step takes three shortcuts (see lucid/optim/optimizer.py and buckets.py): small
+parameters run as one flat bucket, the new state is computed by a kernel of its own so
+buffers are reused, and the updates are spread over two streams. Each case here runs a
+layout through many steps and compares every parameter and state array, bitwise, with
+``Adagrad.update`` applied eagerly to each parameter alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import lucid
+from lucid import nn
+from lucid.optim import Adagrad
+from lucid.optim import optimizer as optimizer_module
+from lucid.optim.buckets import SMALL
+
+F32, F16, BF16 = mx.float32, mx.float16, mx.bfloat16
+
+
+@dataclass
+class Layout:
+    shapes: list[tuple[int, ...]]
+    dtypes: list[mx.Dtype] | None = None
+    kwargs: dict = field(default_factory=dict)
+    steps: int = 6
+    # hooks, called with (step index, optimizer, params) before each step
+    skip: Callable[[int, int], bool] = lambda t, i: False  # no grad for param i at step t
+    between: Callable | None = None
+
+
+def _replace_data(t: int, opt: Adagrad, params: list[nn.Parameter]) -> None:
+    if t == 3:  # a user writes new values into a bucketed parameter
+        params[1].data = params[1].data * 0.5
+
+
+def _read_state(t: int, opt: Adagrad, params: list[nn.Parameter]) -> None:
+    if t % 2:  # unpacks the buckets; the next step packs them again
+        assert all(opt.state[p]["sum"].shape == p.shape for p in params)
+
+
+def _round_trip(t: int, opt: Adagrad, params: list[nn.Parameter]) -> None:
+    if t == 3:
+        opt.load_state_dict(opt.state_dict())
+
+
+LAYOUTS = [
+    pytest.param(Layout([(3,), (5, 7), (1,), (1023,)]), id="small-odd-sizes"),
+    pytest.param(Layout([(SMALL,), (SMALL + 1,), (128, 129), (2,)]), id="bucket-boundary"),
+    pytest.param(
+        Layout([(40, 50)] * 3 + [(17,)] * 3, dtypes=[F32, F16, BF16, F32, F16, BF16]),
+        id="mixed-dtypes",
+    ),
+    pytest.param(
+        Layout([(9,), (33, 3), (300, 70), (4,), (5,)], skip=lambda t, i: (t + i) % 3 == 0),
+        id="grads-missing-some-steps",
+    ),
+    pytest.param(
+        Layout([(64,), (8, 8), (5,)], kwargs={"weight_decay": 0.1, "lr_decay": 0.2}),
+        id="decoupled-decay",
+    ),
+    pytest.param(
+        Layout(
+            [(64,), (8, 8), (20000,)],
+            kwargs={"weight_decay": 0.1, "decoupled_weight_decay": False, "maximize": True},
+        ),
+        id="coupled-decay-maximize",
+    ),
+    pytest.param(Layout([(6,), (7, 2), (3,)], between=_replace_data), id="data-replaced"),
+    pytest.param(Layout([(6,), (7, 2), (30000,)], between=_read_state), id="state-read"),
+    pytest.param(Layout([(6,), (7, 2), (3,)], between=_round_trip), id="state-dict-mid-run"),
+]
+
+
+def _params(layout: Layout, rng: np.random.Generator) -> list[nn.Parameter]:
+    dtypes = layout.dtypes or [F32] * len(layout.shapes)
+    return [
+        nn.Parameter(mx.array(rng.standard_normal(s).astype(np.float32)).astype(d))
+        for s, d in zip(layout.shapes, dtypes, strict=True)
+    ]
+
+
+def _eager(opt: Adagrad, group: dict, p: mx.array, g: mx.array, state: dict, t: int):
+    hyper = {k: mx.array(v, dtype=F32) for k, v in opt.step_hyperparameters(group, t).items()}
+    return Adagrad.update(p, g, state, hyper, **opt.static_config(group))
+
+
+def _check(layout: Layout) -> Adagrad:
+    rng = np.random.default_rng(0)
+    params = _params(layout, rng)
+    opt = Adagrad(params, lr=0.05, **layout.kwargs)
+    group = opt.param_groups[0]
+    init = layout.kwargs.get("initial_accumulator_value", 0.0)
+    ref = [(p.data, {"sum": mx.full(p.shape, init, dtype=p.dtype)}, 0) for p in params]
+    for t in range(layout.steps):
+        if layout.between is not None:
+            layout.between(t, opt, params)
+            ref = [(p.data, s, n) for p, (_, s, n) in zip(params, ref, strict=True)]
+        for i, p in enumerate(params):
+            if layout.skip(t, i):
+                p.grad = None
+                continue
+            g = rng.standard_normal(p.shape).astype(np.float32)
+            p.grad = lucid.Tensor(mx.array(g).astype(p.dtype))
+            data, state, n = ref[i]
+            ref[i] = (*_eager(opt, group, data, p.grad.data, state, n + 1), n + 1)
+        opt.step()
+    for i, (p, (data, state, n)) in enumerate(zip(params, ref, strict=True)):
+        assert p.dtype == data.dtype and p.shape == data.shape, f"params[{i}]"
+        assert mx.array_equal(p.data, data).item(), f"params[{i}] differs from the plain rule"
+        s = opt.state[p]
+        assert s["sum"].dtype == p.dtype
+        assert mx.array_equal(s["sum"], state["sum"]).item(), f"params[{i}] sum differs"
+        assert int(s["step"].item()) == n
+    return opt
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fast_paths_equal_the_plain_rule(layout: Layout) -> None:
+    _check(layout)
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_any_number_of_streams_gives_the_same_result(
+    streams: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(optimizer_module, "STREAMS", streams)
+    monkeypatch.setattr(optimizer_module, "_streams", {})
+    _check(Layout([(300, 70), (20000,), (17000,), (5,), (6,)]))
+
+
+def test_small_parameters_share_one_bucket_and_large_ones_do_not() -> None:
+    params = [nn.Parameter(mx.zeros(s)) for s in [(10,), (SMALL,), (SMALL + 1,), (3, 3)]]
+    opt = Adagrad(params)
+    for p in params:
+        p.grad = lucid.Tensor(mx.ones(p.shape))
+    opt.step()
+    ((buckets, _),) = opt._buckets.values()
+    assert [len(b.params) for b in buckets] == [3]
+    assert not any(q is params[2] for q in buckets[0].params)
+
+
+def test_a_large_step_reuses_its_buffers() -> None:
+    """Peak memory of a step over one 4M-element parameter stays near zero: the new
+    parameter and state are written over the old ones (no timing, only memory)."""
+    n = 1 << 22
+    p = nn.Parameter(mx.zeros((n,)))
+    opt = Adagrad([p])
+    g = mx.ones((n,))
+    mx.eval(g)
+    for _ in range(3):
+        p.grad = lucid.Tensor(g)
+        opt.step()
+    p.grad = lucid.Tensor(g)
+    before = mx.get_active_memory()
+    mx.reset_peak_memory()
+    opt.step()
+    extra = mx.get_peak_memory() - before
+    assert extra < 0.05 * 2 * 4 * n, f"a step added {extra} bytes over params + state"
