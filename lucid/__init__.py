@@ -2,7 +2,7 @@
 
 import mlx.core as _mx
 
-from . import nn, optim
+from . import nn, optim, utils
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, zeros, zeros_like
 from .serialization import load, save
 from .sparse import SparseGrad
@@ -93,4 +93,5 @@ __all__ = [
     "load",
     "nn",
     "optim",
+    "utils",
 ]
