@@ -24,7 +24,7 @@ import mlx.core as mx
 
 from ..nn.parameter import Parameter
 
-__all__ = ["FlatBucket", "SMALL"]
+__all__ = ["FlatBucket", "SMALL", "flatten"]
 
 State = dict[str, mx.array]
 
@@ -34,7 +34,7 @@ State = dict[str, mx.array]
 SMALL = 16384
 
 
-def _flatten(arrays: list[mx.array]) -> mx.array:
+def flatten(arrays: list[mx.array]) -> mx.array:
     # reshape only what is not flat already: each reshape is one more node for MLX to
     # schedule, ~3 µs apiece (2000 vectors: 6 ms a step for nothing)
     return mx.concatenate([a if a.ndim == 1 else a.reshape(-1) for a in arrays])
@@ -48,9 +48,9 @@ class FlatBucket:
         self.shapes = [p.shape for p in params]
         self.bounds = list(itertools.accumulate(p.size for p in params))[:-1]
         self.step = step
-        self.flat: mx.array = _flatten([p.data for p in params])
+        self.flat: mx.array = flatten([p.data for p in params])
         self.views: list[mx.array] = []
-        self.state: State = {k: _flatten([s[k] for s in states]) for k in states[0]}
+        self.state: State = {k: flatten([s[k] for s in states]) for k in states[0]}
 
     def holds(self, params: list[Parameter]) -> bool:
         """Whether ``params`` are exactly this bucket's parameters, in order."""
@@ -64,7 +64,7 @@ class FlatBucket:
         if len(self.views) != len(self.params) or any(
             p.data is not v for p, v in zip(self.params, self.views, strict=True)
         ):
-            self.flat = _flatten([p.data for p in self.params])
+            self.flat = flatten([p.data for p in self.params])
         flat, self.flat, self.views = self.flat, None, []
         return flat
 

@@ -1,11 +1,13 @@
 """Optimizer: the machinery every update rule shares.
 
-A rule (see :class:`lucid.optim.Adagrad`) supplies three small pieces:
+A rule (see :class:`lucid.optim.Adagrad`) supplies small pieces:
 
-- ``init_state(param, group) -> dict`` the per-parameter state besides ``"step"``;
-- ``update(param, grad, state, hyper, **static) -> (param, state)`` a pure function on
-  ``mx.array`` s: one step of one parameter;
-- ``validate(name, value)`` hyperparameter checks.
+- ``init_state(param, group) -> dict``: the per-parameter state besides ``"step"``;
+- ``step_hyperparameters(group, t) -> dict``: the numbers the rule needs at step ``t``
+  (e.g. the decayed learning rate), computed on the host in float64;
+- ``update(param, grad, state, hyper, **static) -> (param, state)``: a pure function on
+  ``mx.array`` s, one step of one parameter;
+- ``static_config(group)``: flags that change the traced graph; ``validate(name, value)``.
 
 This class owns the rest: parameter groups, step counters, a compiled step per group,
 one ``mx.eval`` per :meth:`step`, and the PyTorch-shaped ``state_dict``.
@@ -13,12 +15,14 @@ one ``mx.eval`` per :meth:`step`, and the PyTorch-shaped ``state_dict``.
 The compiled step
 -----------------
 For each group, :meth:`step` makes *one* call of an ``mx.compile`` d function over the
-lists of parameters, gradients and states that have a gradient. Hyperparameters that
-may change between steps (``lr`` and friends, the step count) enter as ``mx.array``
-scalars, so changing them never retraces; ``mx.compile`` itself keys its cache on the
-structure of the inputs (count, shapes, dtypes). Flags that change the traced graph
-(``maximize``...) pick one of a few compiled functions. After all groups are updated,
-the new parameters and states are written back and evaluated together, once.
+lists of parameters, gradients, states and per-step hyperparameters. The
+hyperparameters enter as float32 scalar arrays, so new values (a scheduled ``lr``, the
+step count) never retrace; ``mx.compile`` keys its cache on the structure of the inputs
+(count, shapes, dtypes), and each distinct ``static_config`` has its own compiled
+function. Inside, three measured shortcuts (see :func:`own_kernel`, ``buckets.py`` and
+:data:`STREAMS`) keep buffers in place, batch small tensors and use two streams. After
+all groups are updated, the new parameters and states are written back and evaluated
+together, once.
 """
 
 from __future__ import annotations
@@ -34,23 +38,47 @@ import mlx.core as mx
 from ..nn.parameter import Parameter
 from ..sparse import SparseGrad, coalesce_fixed
 from ..tensor import Tensor
-from .buckets import SMALL, FlatBucket, _flatten
+from .buckets import SMALL, FlatBucket, flatten
 
 __all__ = ["Optimizer"]
 
 State = dict[str, mx.array]
 
+_FLOATING = (mx.float32, mx.float16, mx.bfloat16, mx.float64)
+_warned_no_compile = False  # the no-compiler warning is given once per process
+
+# ---------------------------------------------------------------------------- step counters
+
 # Step counters are interned scalar arrays, one per value, shared by every parameter at
 # that step. Advancing 2000 counters then costs a dict lookup each instead of a kernel
 # each (measured on C, 2000 parameters: 15.6 ms for compiled `step + 1` per parameter,
-# 0.2 ms for the lookups). mx.arrays are immutable, so sharing them is safe.
+# 0.2 ms for the lookups). mx.arrays are values: nothing here modifies one in place.
 _STEP_ARRAYS: dict[int, mx.array] = {}
 _STEP_OF_ID: dict[int, int] = {}
 _MAX_STEP_ARRAYS = 1024
 
 
-_warned_no_compile = False
-_FLOATING = (mx.float32, mx.float16, mx.bfloat16, mx.float64)
+def step_array(t: int) -> mx.array:
+    """The interned float32 scalar for step count ``t`` (float32, as torch stores it)."""
+    arr = _STEP_ARRAYS.get(t)
+    if arr is None:
+        if len(_STEP_ARRAYS) >= _MAX_STEP_ARRAYS:  # bounded: a long run must not grow it
+            oldest = _STEP_ARRAYS.pop(next(iter(_STEP_ARRAYS)))
+            _STEP_OF_ID.pop(id(oldest), None)  # an evicted array still reads via .item()
+        arr = _STEP_ARRAYS[t] = mx.array(float(t), dtype=mx.float32)
+        _STEP_OF_ID[id(arr)] = t
+    return arr
+
+
+def step_value(arr: mx.array) -> int:
+    """The Python int behind a step counter (interned, or any scalar array)."""
+    t = _STEP_OF_ID.get(id(arr))
+    if t is not None and _STEP_ARRAYS.get(t) is arr:
+        return t
+    return int(arr.item())
+
+
+# ---------------------------------------------------------------------------- kernels, streams
 
 
 def own_kernel(x: mx.array) -> mx.array:
@@ -88,26 +116,6 @@ def _spread(sizes: list[int]) -> list[tuple[mx.Stream, list[int]]]:
         load[k] += sizes[i]
         assigned[k].append(i)
     return [(s, sorted(a)) for s, a in zip(streams, assigned, strict=True) if a]
-
-
-def step_array(t: int) -> mx.array:
-    """The interned float32 scalar for step count ``t`` (float32, as torch stores it)."""
-    arr = _STEP_ARRAYS.get(t)
-    if arr is None:
-        if len(_STEP_ARRAYS) >= _MAX_STEP_ARRAYS:  # bounded: a long run must not grow it
-            oldest = _STEP_ARRAYS.pop(next(iter(_STEP_ARRAYS)))
-            _STEP_OF_ID.pop(id(oldest), None)  # an evicted array still reads via .item()
-        arr = _STEP_ARRAYS[t] = mx.array(float(t), dtype=mx.float32)
-        _STEP_OF_ID[id(arr)] = t
-    return arr
-
-
-def step_value(arr: mx.array) -> int:
-    """The Python int behind a step counter (interned, or any scalar array)."""
-    t = _STEP_OF_ID.get(id(arr))
-    if t is not None and _STEP_ARRAYS.get(t) is arr:
-        return t
-    return int(arr.item())
 
 
 class Optimizer:
@@ -378,7 +386,7 @@ class Optimizer:
         # per gradient, the call itself cost more than the copy (2000 tensors of 1024:
         # 21 ms inside, 6.4 ms outside)
         flats = [
-            (b.take_flat(), _flatten([p.grad.data for p in b.params]), b.state, hyper(b.step + 1))
+            (b.take_flat(), flatten([p.grad.data for p in b.params]), b.state, hyper(b.step + 1))
             for b in buckets
         ]
         static = self.static_config(group)
