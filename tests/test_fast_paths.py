@@ -41,6 +41,17 @@ def _replace_data(t: int, opt: Adagrad, params: list[nn.Parameter]) -> None:
         params[1].data = params[1].data * 0.5
 
 
+def _augmented(t: int, opt: Adagrad, params: list[nn.Parameter]) -> None:
+    if t == 2:  # `+=` keeps the array object but assigns .data: the bucket must see it
+        params[0].data += 1.0
+        params[2].data *= 0.5
+
+
+def _new_dtype(t: int, opt: Adagrad, params: list[nn.Parameter]) -> None:
+    if t == 2:  # a bucketed parameter moves to float16: it leaves its float32 bucket
+        params[1].data = params[1].data.astype(F16)
+
+
 def _read_state(t: int, opt: Adagrad, params: list[nn.Parameter]) -> None:
     if t % 2:  # unpacks the buckets; the next step packs them again
         assert all(opt.state[p]["sum"].shape == p.shape for p in params)
@@ -74,6 +85,8 @@ LAYOUTS = [
         id="coupled-decay-maximize",
     ),
     pytest.param(Layout([(6,), (7, 2), (3,)], between=_replace_data), id="data-replaced"),
+    pytest.param(Layout([(6,), (7, 2), (3,)], between=_augmented), id="data-augmented"),
+    pytest.param(Layout([(6,), (7, 2), (3,), (4,)], between=_new_dtype), id="data-new-dtype"),
     pytest.param(Layout([(6,), (7, 2), (30000,)], between=_read_state), id="state-read"),
     pytest.param(Layout([(6,), (7, 2), (3,)], between=_round_trip), id="state-dict-mid-run"),
 ]

@@ -8,8 +8,9 @@ against ~4 µs per concatenated input). So the optimizer keeps the parameters an
 state of small tensors in flat arrays between steps:
 
 - each parameter's ``.data`` is a view (a slice, no copy) of the bucket's flat array;
-  the next step reuses that array as long as every ``.data`` is still the view it was
-  given, and repacks only when a user replaced one;
+  the next step reuses that array as long as no ``.data`` was assigned since (each
+  assignment bumps ``Parameter._version``), and the optimizer forms the bucket anew
+  when one was;
 - the state lives only in the bucket; :meth:`FlatBucket.unpack_state` hands back
   per-parameter arrays when someone reads ``optimizer.state``.
 
@@ -49,7 +50,7 @@ class FlatBucket:
         self.bounds = list(itertools.accumulate(p.size for p in params))[:-1]
         self.step = step
         self.flat: mx.array = flatten([p.data for p in params])
-        self.views: list[mx.array] = []
+        self.versions: list[int] = []
         self.state: State = {k: flatten([s[k] for s in states]) for k in states[0]}
 
     def holds(self, params: list[Parameter]) -> bool:
@@ -58,14 +59,16 @@ class FlatBucket:
             a is b for a, b in zip(params, self.params, strict=True)
         )
 
+    def intact(self) -> bool:
+        """Whether no parameter's ``.data`` was assigned since the last step."""
+        return not self.versions or all(
+            p._version == v for p, v in zip(self.params, self.versions, strict=True)
+        )
+
     def take_flat(self) -> mx.array:
-        """The flat parameters for a step; the bucket lets go of them (so MLX may
-        reuse their buffer). Repacks when a parameter's ``.data`` was replaced."""
-        if len(self.views) != len(self.params) or any(
-            p.data is not v for p, v in zip(self.params, self.views, strict=True)
-        ):
-            self.flat = flatten([p.data for p in self.params])
-        flat, self.flat, self.views = self.flat, None, []
+        """The flat parameters for a step; the bucket lets go of them (so that MLX may
+        reuse their buffer)."""
+        flat, self.flat = self.flat, None
         return flat
 
     def hand_out(self, flat: mx.array, state: State, step: int) -> list[mx.array]:
@@ -76,7 +79,8 @@ class FlatBucket:
         ]
         for p, v in zip(self.params, views, strict=True):
             p.data = v
-        self.flat, self.views, self.state, self.step = flat, views, state, step
+        self.versions = [p._version for p in self.params]
+        self.flat, self.state, self.step = flat, state, step
         return views
 
     def unpack_state(self) -> list[State]:

@@ -146,6 +146,7 @@ class Optimizer:
         self._bucket_of: dict[int, tuple[FlatBucket, int]] = {}
         self._compiled: dict[tuple, Callable] = {}
         self._traces_of: dict[tuple, int] = {}
+        self._keys: set[str] | None = None  # see _state_keys
         self._compiled_sparse: dict[tuple, Callable] = {}
         self.trace_count = 0  # how many times a step function has been traced
 
@@ -329,9 +330,19 @@ class Optimizer:
         if held is not None:
             return held[0].shapes[held[1]] == data.shape
         state = self._state.get(p)
-        return state is not None and all(
-            v.shape == data.shape for k, v in state.items() if k != "step"
+        return (
+            state is not None
+            and state.keys() == self._state_keys(p)
+            and all(isinstance(v, mx.array) for v in state.values())
+            and all(v.shape == data.shape for k, v in state.items() if k != "step")
         )
+
+    def _state_keys(self, p: Parameter) -> set[str]:
+        """The keys a parameter's state must have: ``"step"`` and the rule's own."""
+        if self._keys is None:
+            group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+            self._keys = {"step", *self.init_state(mx.zeros((1,)), group)}
+        return self._keys
 
     def _refuse(self, where: str, p: Parameter, g: Any) -> None:
         """Raise the error that says why :meth:`_ready` refused ``p``."""
@@ -356,7 +367,19 @@ class Optimizer:
             bucket, j = self._bucket_of[id(p)]
             shapes = {"sum": bucket.shapes[j]}
         elif p in self._state:
-            shapes = {k: v.shape for k, v in self._state[p].items() if k != "step"}
+            state = self._state[p]
+            if state.keys() != self._state_keys(p):
+                raise ValueError(
+                    f"{where}: its state has keys {sorted(state)}; expected "
+                    f"{sorted(self._state_keys(p))}"
+                )
+            for key, value in state.items():
+                if not isinstance(value, mx.array):
+                    raise TypeError(
+                        f"{where}: its state {key!r} is a {type(value).__name__}; expected an "
+                        "mx.array"
+                    )
+            shapes = {k: v.shape for k, v in state.items() if k != "step"}
         else:
             raise RuntimeError(f"{where}: no optimizer state; was it added to the group?")
         for key, shape in shapes.items():
@@ -416,14 +439,15 @@ class Optimizer:
         """Split a group's active parameters into flat buckets and single tensors.
 
         The buckets of the last step are kept while the same small parameters step
-        together (the steady state); otherwise they are unpacked and formed anew, one per
+        together and nobody assigned their ``.data`` (the steady state); otherwise they
+        are unpacked and formed anew from the parameters' current arrays, one per
         (dtype, step count) with at least two members, since a bucket shares one step
         count. Unpacked state that this step does not consume is added to ``out``.
         """
         small = [p for p in active if p.size <= SMALL] if self.elementwise else []
         members = frozenset(id(p) for p in small)
         buckets, formed_for = self._buckets.get(index, ([], frozenset()))
-        if members != formed_for:
+        if members != formed_for or not all(b.intact() for b in buckets):
             out.extend(self._unpack_buckets(index))
             classes: dict[tuple, list[Parameter]] = {}
             for p in small:
