@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from .tensor import Tensor
 
@@ -46,16 +47,29 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     skeleton = _encode(obj, arrays, "obj")
     meta = json.dumps({"format": _FORMAT, "tree": skeleton}, allow_nan=False)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".safetensors", dir=path.parent)
+    # a short temporary name (a long target name must not overflow NAME_MAX), made in the
+    # target's folder so that the rename is atomic
+    fd, tmp = tempfile.mkstemp(prefix=".lucid-", suffix=".safetensors", dir=path.parent)
     os.close(fd)
     try:
         mx.save_safetensors(tmp, arrays, metadata={"lucid": meta})
         with open(tmp, "rb+") as f:
+            os.fchmod(f.fileno(), _file_mode(path))  # mkstemp's 0600 is not a user's file
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would give: the old file's, or 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def load(path: str | os.PathLike) -> Any:
@@ -94,6 +108,8 @@ def load(path: str | os.PathLike) -> Any:
 def _encode(obj: Any, arrays: dict[str, mx.array], where: str) -> Any:
     if isinstance(obj, Tensor):
         obj = obj.data
+    if isinstance(obj, np.generic):  # e.g. a NumPy float as a hyperparameter
+        obj = obj.item()
     if isinstance(obj, mx.array):
         name = f"a{len(arrays)}"
         arrays[name] = obj
@@ -177,7 +193,7 @@ def _check_header(path: Path) -> None:
             ok = (
                 dtype in _ITEMSIZE
                 and isinstance(shape, list)
-                and all(isinstance(d, int) and d >= 0 for d in shape)
+                and all(isinstance(d, int) and 0 <= d < 2**31 for d in shape)  # MLX: int32
                 and all(isinstance(x, int) for x in (start, end))
                 and 0 <= start <= end <= data_size
                 and end - start == math.prod(shape) * _ITEMSIZE[dtype]

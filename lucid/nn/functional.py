@@ -87,17 +87,20 @@ def embedding(
 
 
 def _sparse_embedding(idx: mx.array, weight: Tensor, padding_idx: int | None) -> Tensor:
-    flat = idx.reshape(-1)
-    out = weight.data[flat]
     shape = tuple(weight.shape)
+    flat = idx.reshape(-1)
+    # negative indices count from the end, as in the dense lookup; the optimizer merges
+    # repeats by index value, so -1 and N-1 must be the same row there
+    flat = mx.where(flat < 0, flat + shape[0], flat)
+    out = weight.data[flat]
 
     def backward(g: mx.array):
-        values = g.reshape(flat.shape[0], shape[1])
+        values = g.reshape(flat.shape[0], shape[1]).astype(weight.dtype)
         if padding_idx is not None:
             values = mx.where(mx.expand_dims(flat != padding_idx, -1), values, 0)
         # the looked-up rows ride along: coupled weight decay needs them, and gathering
         # them again in the step would make MLX copy the table (see lucid.sparse)
-        return (SparseGrad(flat, values, shape)._with_rows(out, weight.data),)
+        return (SparseGrad(flat, values, shape)._with_rows(out, weight),)
 
     result = _result(out, (weight,), backward, "embedding")
     return reshape(result, (*idx.shape, shape[1])) if idx.ndim != 1 else result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,7 +46,7 @@ class Adagrad(Optimizer):
     that is not. Parameters whose ``grad`` is ``None`` are skipped: their state and
     step do not advance. State per parameter: ``"step"`` (float32 scalar) and ``"sum"``
     (:math:`G`, in the parameter's dtype). Half-precision parameters are updated in
-    float32 and rounded back once.
+    float32 and rounded back once; float64 ones in float64.
 
     How lucid differs from its peers:
 
@@ -103,7 +104,7 @@ class Adagrad(Optimizer):
             if not isinstance(value, bool):
                 raise ValueError(f"Adagrad: {name} must be a bool; got {value!r}")
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"Adagrad: {name} must be a real number; got {value!r}")
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"Adagrad: {name} must be finite and >= 0; got {value!r}")
@@ -134,10 +135,11 @@ class Adagrad(Optimizer):
         decay: str = "none",
     ) -> tuple[mx.array, State]:
         """The rule on one parameter; pure, so ``mx.compile`` can fuse it."""
+        work = _working_dtype(param.dtype)
         p, g = _decayed(param, grad, hyper, maximize, decay)
         lr = hyper["lr"]
-        G = own_kernel((state["sum"].astype(mx.float32) + g * g).astype(param.dtype))
-        p = p - lr * g / (mx.sqrt(G.astype(mx.float32)) + hyper["eps"])
+        G = own_kernel((state["sum"].astype(work) + g * g).astype(param.dtype))
+        p = p - lr * g / (mx.sqrt(G.astype(work)) + hyper["eps"])
         return p.astype(param.dtype), {"sum": G}
 
     @staticmethod
@@ -166,7 +168,7 @@ class Adagrad(Optimizer):
         p, g = _decayed(param_rows, grad, hyper, maximize, decay)
         lr = hyper["lr"]
         G = state["sum"].at[index].add(mx.where(on, g * g, 0).astype(param.dtype))
-        p = p - lr * g / (mx.sqrt(G[index].astype(mx.float32)) + hyper["eps"])
+        p = p - lr * g / (mx.sqrt(G[index].astype(_working_dtype(param.dtype))) + hyper["eps"])
         # padding rows name row index[0]: give them its new value, so every write agrees
         p = p[mx.where(valid, mx.arange(valid.shape[0]), 0)]
         param = mx.put_along_axis(param, index[:, None], p.astype(param.dtype), axis=0)
@@ -176,9 +178,10 @@ class Adagrad(Optimizer):
 def _decayed(
     param: mx.array, grad: mx.array, hyper: dict[str, mx.array], maximize: bool, decay: str
 ) -> tuple[mx.array, mx.array]:
-    """Steps 1-3 of the rule, in float32: the sign for ``maximize``, then weight decay
-    applied to the parameter (decoupled) or folded into the gradient (coupled)."""
-    p, g = param.astype(mx.float32), grad.astype(mx.float32)
+    """Steps 1-3 of the rule, in the working dtype: the sign for ``maximize``, then weight
+    decay applied to the parameter (decoupled) or folded into the gradient (coupled)."""
+    work = _working_dtype(param.dtype)
+    p, g = param.astype(work), grad.astype(work)
     if maximize:
         g = -g
     if decay == "decoupled":
@@ -186,3 +189,8 @@ def _decayed(
     elif decay == "coupled":
         g = g + hyper["weight_decay"] * p
     return p, g
+
+
+def _working_dtype(dtype: mx.Dtype) -> mx.Dtype:
+    """float32 for float32 and the half types (one rounding at the end), else the dtype."""
+    return mx.float64 if dtype == mx.float64 else mx.float32

@@ -36,7 +36,7 @@ from typing import Any
 import mlx.core as mx
 
 from ..nn.parameter import Parameter
-from ..sparse import SparseGrad, coalesce_fixed
+from ..sparse import SparseGrad, coalesce_fixed, pad_entries
 from ..tensor import Tensor
 from .buckets import SMALL, FlatBucket, flatten
 
@@ -197,6 +197,9 @@ class Optimizer:
         values: replace them, don't modify them in place.
         """
         mx.eval(self._unpack_buckets())
+        for s in self._state.values():  # the interned counters stay private: `+=` on an
+            if _STEP_OF_ID.get(id(s.get("step"))) is not None:  # mx.array writes in place
+                s["step"] = mx.array(float(step_value(s["step"])), dtype=mx.float32)
         return self._state
 
     @state.setter
@@ -264,18 +267,21 @@ class Optimizer:
                 f"expected some of {sorted(self.defaults)}"
             )
         group = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
-        for name in self.defaults:
-            self.validate(name, group[name])
+        self._check_hyperparameters(f"param group {index}", group)
         group["params"] = params
         new_state = {p: {"step": step_array(0), **self.init_state(p.data, group)} for p in params}
         self.param_groups.append(group)
         self.state.update(new_state)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear every parameter's gradient (to ``None``, or to zeros)."""
+        """Clear every parameter's gradient (to ``None``, or to zeros).
+
+        A row-sparse gradient is cleared to ``None`` either way: zeros would be a dense
+        table-sized gradient, and the next backward would add into it densely.
+        """
         for group in self.param_groups:
             for p in group["params"]:
-                if set_to_none or p.grad is None:
+                if set_to_none or p.grad is None or isinstance(p.grad, SparseGrad):
                     p.grad = None
                 else:
                     p.grad = Tensor(mx.zeros(p.shape, dtype=p.dtype))
@@ -304,8 +310,7 @@ class Optimizer:
 
     def _plan(self, index: int, group: dict[str, Any]) -> list[Parameter]:
         """Validate one group for a step and list its parameters that have a gradient."""
-        for name in self.defaults:
-            self.validate(name, group[name])
+        self._check_hyperparameters(f"param group {index}", group)
         active = []
         for i, p in enumerate(group["params"]):
             g = p.grad
@@ -315,6 +320,13 @@ class Optimizer:
                 self._refuse(f"param group {index}, params[{i}]", p, g)
             active.append(p)
         return active
+
+    def _check_hyperparameters(self, where: str, group: dict[str, Any]) -> None:
+        for name in self.defaults:
+            try:
+                self.validate(name, group[name])
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
 
     def _ready(self, p: Parameter, g: Any) -> bool:
         """Whether ``p`` can step with gradient ``g`` (see :meth:`_refuse` for the rules)."""
@@ -561,17 +573,21 @@ class Optimizer:
         fn = self._compiled_sparse.get(key)
         if fn is None:
             fn = self._compiled_sparse[key] = mx.compile(partial(self._update_rows_all, **static))
+        entries = [
+            pad_entries(g.indices, g.values, g.rows_of(p))
+            for p, g in zip(active, grads, strict=True)
+        ]
         new_params, new_states = fn(
             [p.data for p in active],
-            [g.indices for g in grads],
-            [g.values for g in grads],
-            [g.rows_of(p.data) for p, g in zip(active, grads, strict=True)],
+            [e[0] for e in entries],
+            [e[1] for e in entries],
+            [e[2] for e in entries],
             inner,
             [hyper(t) for t in steps],
         )
         # drop every reference to the old tables: a scatter reuses its target's buffer
         # only when nothing else holds it, otherwise MLX copies the whole table
-        del inner, states
+        del inner, states, entries
         out: list[mx.array] = []
         for p, data, state, t in zip(active, new_params, new_states, steps, strict=True):
             p.data = data
@@ -682,10 +698,11 @@ class Optimizer:
             new_state[p] = self._load_entry(
                 entry, p, self.param_groups[gi], f"param group {gi}, params[{j}]"
             )
-        for p in params:  # parameters never stepped in the saved run start fresh
-            if p not in new_state:
-                group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
-                new_state[p] = {"step": step_array(0), **self.init_state(p.data, group)}
+        for gi, group in enumerate(self.param_groups):  # never stepped in the saved run:
+            loaded = {**group, **new_hyper[gi]}  # fresh state, from the loaded hyperparameters
+            for p in group["params"]:
+                if p not in new_state:
+                    new_state[p] = {"step": step_array(0), **self.init_state(p.data, loaded)}
 
         for mine, hyper in zip(self.param_groups, new_hyper, strict=True):
             mine.update(hyper)
