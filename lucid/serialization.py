@@ -57,9 +57,23 @@ def save(obj: Any, path: str | os.PathLike) -> None:
             os.fchmod(f.fileno(), _file_mode(path))  # mkstemp's 0600 is not a user's file
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the rename itself survives a power cut
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a folder; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _file_mode(path: Path) -> int:
@@ -76,6 +90,8 @@ def load(path: str | os.PathLike) -> Any:
     """Read what :func:`save` wrote. Raises :class:`CheckpointError` (a ``ValueError``)
     naming the file and the problem when it is truncated, corrupt or not lucid's."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that would block
+        raise CheckpointError(f"lucid.load: {path}: not a regular file")
     _check_header(path)
     try:
         arrays, metadata = mx.load(str(path), format="safetensors", return_metadata=True)

@@ -221,3 +221,11 @@ def test_a_dimension_beyond_int32_is_refused(tmp_path) -> None:
     path.write_bytes(struct.pack("<Q", len(header)) + header)
     with pytest.raises(CheckpointError, match="bad header entry"):
         lucid.load(path)
+
+
+def test_a_fifo_or_folder_is_refused_without_blocking(tmp_path) -> None:
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(CheckpointError, match="not a regular file"):
+            lucid.load(path)

@@ -193,8 +193,9 @@ class Optimizer:
         """Per-parameter state, ``{"step": ..., **rule state}``, keyed by Parameter.
 
         Reading it unpacks the flat buckets of small parameters into per-parameter arrays
-        (no-copy slices, evaluated here; the next step packs them again). The arrays are
-        values: replace them, don't modify them in place.
+        (no-copy slices, evaluated here; the next step packs them again, so reading it
+        every step costs a repack). A step replaces each parameter's state dict, so read
+        ``optimizer.state`` again after a step rather than holding on to it.
         """
         mx.eval(self._unpack_buckets())
         for s in self._state.values():  # the interned counters stay private: `+=` on an
@@ -611,8 +612,10 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """PyTorch's layout: ``{"state": {i: {...}}, "param_groups": [{..., "params": [i]}]}``.
 
-        Parameters are numbered in order across groups. The arrays are immutable and each
-        step replaces them with new ones, so later steps never change what is returned.
+        Parameters are numbered in order across groups. A step replaces the state arrays
+        with new ones rather than writing into them, and the arrays returned here are
+        objects of their own, so neither later steps nor edits of the returned dict reach
+        the other side.
         """
         ids = {id(p): i for i, p in enumerate(self._all_params())}
         # new array objects (no data is copied): `+=` on an mx.array writes into that
