@@ -13,6 +13,7 @@ optimizer's step evaluates them all at once.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -36,18 +37,29 @@ def is_grad_enabled() -> bool:
 
 class no_grad:
     """Context manager (``with no_grad():``) and decorator (``@no_grad()``) under which
-    no op records a graph."""
+    no op records a graph.
+
+    One instance may be entered again while it is active (``with ng: with ng: ...``): it
+    keeps a stack of the modes to restore. A decorated generator function runs each step
+    of its body without grad, as in PyTorch.
+    """
+
+    def __init__(self) -> None:
+        self._saved: list[bool] = []
 
     def __enter__(self) -> None:
-        self._prev = is_grad_enabled()
+        self._saved.append(is_grad_enabled())
         _mode.enabled = False
 
     def __exit__(self, *exc: object) -> None:
-        _mode.enabled = self._prev
+        _mode.enabled = self._saved.pop()
 
     def __call__(self, func: Callable) -> Callable:
         # a fresh instance per call: a shared one would lose the saved mode when the
-        # decorated function recurses or runs in two threads at once
+        # decorated function runs in two threads at once
+        if inspect.isgeneratorfunction(func):
+            return _no_grad_generator(func)
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with no_grad():
@@ -56,7 +68,45 @@ class no_grad:
         return wrapper
 
 
+def _no_grad_generator(func: Callable) -> Callable:
+    """Wrap a generator function so that its body runs without grad, step by step: the
+    caller's code between two ``next()`` calls keeps the caller's mode."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        gen = func(*args, **kwargs)
+        try:
+            with no_grad():
+                item = next(gen)
+            while True:
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    with no_grad():
+                        gen.close()
+                    raise
+                except BaseException as exc:  # thrown in by the caller: pass it on
+                    with no_grad():
+                        item = gen.throw(exc)
+                else:
+                    with no_grad():
+                        item = gen.send(sent)
+        except StopIteration as stop:
+            return stop.value
+
+    return wrapper
+
+
 # --------------------------------------------------------------------------- conversion
+
+
+def _freed(g: mx.array) -> Sequence[mx.array | None]:
+    """The backward of an intermediate whose graph an earlier ``backward()`` freed."""
+    raise RuntimeError(
+        "Trying to backward through the graph a second time (or to reach an intermediate "
+        "tensor's graph after it was freed by backward()). Specify retain_graph=True on "
+        "the first backward() call to keep the graph."
+    )
 
 
 def _to_array(obj: Any, dtype: mx.Dtype | None = None) -> mx.array:
@@ -229,10 +279,14 @@ class Tensor:
         return f"tensor({body}, {', '.join(extras)})"
 
     # ---- autograd
-    def backward(self, gradient: Any = None) -> None:
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
-        ``gradient`` is required unless ``self`` has exactly one element.
+        ``gradient`` is required unless ``self`` has exactly one element. As in PyTorch,
+        the walk frees the graph (each intermediate drops its inputs and its saved arrays),
+        so a second ``backward`` through the same intermediates raises ``RuntimeError``;
+        pass ``retain_graph=True`` to keep the graph for another call. Gradients of a new
+        graph add into the ``.grad`` left by earlier calls.
         """
         if gradient is None:
             if self.size != 1:
@@ -263,16 +317,21 @@ class Tensor:
             seen.add(id(node))
             stack.append((node, True))
             stack.extend((p, False) for p in node._parents if p.requires_grad)
+        if any(node._backward is _freed for node in order):  # checked before any write
+            _freed(seed)
 
         grads: dict[int, Any] = {id(self): seed}
         for node in reversed(order):
             g = grads.pop(id(node), None)
+            parents, backward = node._parents, node._backward
+            if backward is not None and not retain_graph:
+                node._parents, node._backward = (), _freed  # still not a leaf
             if g is None:
                 continue
-            if node._backward is None:
+            if backward is None:
                 node._accumulate_grad(g)
                 continue
-            for parent, pg in zip(node._parents, node._backward(g), strict=True):
+            for parent, pg in zip(parents, backward(g), strict=True):
                 if pg is None or not parent.requires_grad:
                     continue
                 if isinstance(pg, mx.array):
@@ -516,25 +575,32 @@ def sub(a: Any, b: Any) -> Tensor:
 
 def mul(a: Any, b: Any) -> Tensor:
     a, b = _binary(a, b)
-    return _result(a.data * b.data, (a, b), lambda g: (g * b.data, g * a.data), "mul")
+    x, y = a.data, b.data
+    return _result(x * y, (a, b), lambda g: (g * y, g * x), "mul")
 
 
 def div(a: Any, b: Any) -> Tensor:
     a, b = _binary(a, b)
-    out = a.data / b.data
-    return _result(out, (a, b), lambda g: (g / b.data, -g * out / b.data), "div")
+    y = b.data
+    out = a.data / y
+    return _result(out, (a, b), lambda g: (g / y, -g * out / y), "div")
 
 
 def pow(a: Any, b: Any) -> Tensor:
+    """``a ** b``. The gradients follow torch at the edges: d/da is 0 where ``b == 0``
+    (even at ``a == 0``), and d/db ``= a**b log a`` is 0 where ``a == 0`` and ``b >= 0``
+    and NaN where ``a < 0``."""
     a, b = _binary(a, b)
-    out = mx.power(a.data, b.data)
+    x, y = a.data, b.data
+    out = mx.power(x, y)
+    need_a, need_b = a.requires_grad, b.requires_grad
 
     def backward(g: mx.array):
-        ga = g * b.data * mx.power(a.data, b.data - 1) if a.requires_grad else None
-        gb = None
-        if b.requires_grad:  # d/db a**b = a**b log a, taken as 0 where a <= 0
-            safe = mx.where(a.data > 0, a.data, mx.ones_like(a.data))
-            gb = mx.where(a.data > 0, g * out * mx.log(safe), mx.zeros_like(out))
+        ga = gb = None
+        if need_a:
+            ga = mx.where(y == 0, 0, g * y * mx.power(x, y - 1))
+        if need_b:
+            gb = mx.where((x == 0) & (y >= 0), 0, g * out * mx.log(x))
         return ga, gb
 
     return _result(out, (a, b), backward, "pow")
@@ -547,10 +613,10 @@ def neg(a: Tensor) -> Tensor:
 def matmul(a: Any, b: Any) -> Tensor:
     """``a @ b`` with NumPy semantics (1-D operands are promoted, batch dims broadcast)."""
     a, b = _binary(a, b)
-    out = a.data @ b.data
+    x, y = a.data, b.data
+    out = x @ y
 
     def backward(g: mx.array):
-        x, y = a.data, b.data
         x2 = x[None, :] if x.ndim == 1 else x
         y2 = y[:, None] if y.ndim == 1 else y
         g2 = g  # re-insert the axes that 1-D promotion removed: y's last first, so that
@@ -578,7 +644,8 @@ def exp(a: Tensor) -> Tensor:
 
 
 def log(a: Tensor) -> Tensor:
-    return _result(mx.log(a.data), (a,), lambda g: (g / a.data,), "log")
+    x = a.data
+    return _result(mx.log(x), (a,), lambda g: (g / x,), "log")
 
 
 def sqrt(a: Tensor) -> Tensor:
@@ -587,7 +654,8 @@ def sqrt(a: Tensor) -> Tensor:
 
 
 def abs(a: Tensor) -> Tensor:
-    return _result(mx.abs(a.data), (a,), lambda g: (g * mx.sign(a.data),), "abs")
+    x = a.data
+    return _result(mx.abs(x), (a,), lambda g: (g * mx.sign(x),), "abs")
 
 
 def tanh(a: Tensor) -> Tensor:
@@ -601,8 +669,8 @@ def sigmoid(a: Tensor) -> Tensor:
 
 
 def relu(a: Tensor) -> Tensor:
-    out = mx.maximum(a.data, 0)
-    return _result(out, (a,), lambda g: (mx.where(a.data > 0, g, 0),), "relu")
+    x = a.data
+    return _result(mx.maximum(x, 0), (a,), lambda g: (mx.where(x > 0, g, 0),), "relu")
 
 
 _SQRT_2 = math.sqrt(2.0)
@@ -625,14 +693,15 @@ def clip(a: Tensor, min: float | None = None, max: float | None = None) -> Tenso
     """Clamp to ``[min, max]``; the gradient passes where the input is inside the range."""
     if min is None and max is None:
         raise ValueError("clip(): at least one of min and max must be given")
-    out = mx.clip(a.data, min, max)
+    x = a.data
+    out = mx.clip(x, min, max)
 
     def backward(g: mx.array):
-        inside = mx.ones(a.data.shape, dtype=mx.bool_)
+        inside = mx.ones(x.shape, dtype=mx.bool_)
         if min is not None:
-            inside = inside & (a.data >= min)
+            inside = inside & (x >= min)
         if max is not None:
-            inside = inside & (a.data <= max)
+            inside = inside & (x <= max)
         return (mx.where(inside, g, 0),)
 
     return _result(out, (a,), backward, "clip")
@@ -650,8 +719,9 @@ def minimum(a: Any, b: Any) -> Tensor:
 
 
 def _select_binary(a: Tensor, b: Tensor, out: mx.array, a_wins: mx.array, op: str) -> Tensor:
+    tie = a.data == b.data
+
     def backward(g: mx.array):
-        tie = a.data == b.data
         wa = mx.where(tie, 0.5, mx.where(a_wins, 1.0, 0.0)).astype(g.dtype)
         return g * wa, g * (1 - wa)
 
@@ -676,26 +746,29 @@ def astype(a: Tensor, dtype: mx.Dtype) -> Tensor:
 def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     axes = _axes(axis, a.ndim)
     out = mx.sum(a.data, axis=axes, keepdims=keepdims)
-    return _result(out, (a,), lambda g: (_expand_reduced(g, a.shape, axes, keepdims),), "sum")
+    shape = a.shape
+    return _result(out, (a,), lambda g: (_expand_reduced(g, shape, axes, keepdims),), "sum")
 
 
 def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     axes = _axes(axis, a.ndim)
-    n = math.prod(a.shape[i] for i in axes)
+    shape = a.shape
+    n = math.prod(shape[i] for i in axes)
     out = mx.mean(a.data, axis=axes, keepdims=keepdims)
-    return _result(out, (a,), lambda g: (_expand_reduced(g / n, a.shape, axes, keepdims),), "mean")
+    return _result(out, (a,), lambda g: (_expand_reduced(g / n, shape, axes, keepdims),), "mean")
 
 
 def _extremum(a: Tensor, axis: Any, keepdims: bool, fn: Callable, op: str) -> Tensor:
     """max/min; the gradient is shared evenly among tied extreme elements."""
     axes = _axes(axis, a.ndim)
-    out = fn(a.data, axis=axes, keepdims=keepdims)
+    x = a.data
+    out = fn(x, axis=axes, keepdims=keepdims)
 
     def backward(g: mx.array):
-        full = _expand_reduced(out, a.shape, axes, keepdims)
-        hit = (a.data == full).astype(g.dtype)
+        full = _expand_reduced(out, x.shape, axes, keepdims)
+        hit = (x == full).astype(g.dtype)
         count = mx.sum(hit, axis=axes, keepdims=True)
-        return (_expand_reduced(g, a.shape, axes, keepdims) * hit / count,)
+        return (_expand_reduced(g, x.shape, axes, keepdims) * hit / count,)
 
     return _result(out, (a,), backward, op)
 
@@ -709,25 +782,34 @@ def min(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
 
 
 def var(a: Tensor, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
-    """Variance ``sum((x - mean)^2) / (n - ddof)`` (ddof=0 by default, like NumPy)."""
+    """Variance ``sum((x - mean)^2) / (n - ddof)`` (ddof=0 by default, like NumPy).
+
+    With ``ddof >= n`` the divisor is 0, as in torch: the value is inf (NaN where all
+    values are equal), and so is the gradient (NaN where ``x == mean``).
+    """
     axes = _axes(axis, a.ndim)
-    n = math.prod(a.shape[i] for i in axes)
+    shape = a.shape
+    dof = math.prod(shape[i] for i in axes) - ddof
     centered = a.data - mx.mean(a.data, axis=axes, keepdims=True)
-    out = mx.sum(centered * centered, axis=axes, keepdims=keepdims) / (n - ddof)
+    out = mx.sum(centered * centered, axis=axes, keepdims=keepdims) / (dof if dof > 0 else 0)
 
     def backward(g: mx.array):
-        return (_expand_reduced(g, a.shape, axes, keepdims) * centered * (2 / (n - ddof)),)
+        g = _expand_reduced(g, shape, axes, keepdims)
+        if dof > 0:
+            return (g * centered * (2 / dof),)
+        return (g * mx.where(centered == 0, math.nan, math.inf).astype(g.dtype),)
 
     return _result(out, (a,), backward, "var")
 
 
 def logsumexp(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     axes = _axes(axis, a.ndim)
-    out = mx.logsumexp(a.data, axis=axes, keepdims=keepdims)
+    x = a.data
+    out = mx.logsumexp(x, axis=axes, keepdims=keepdims)
 
     def backward(g: mx.array):
-        full = _expand_reduced(out, a.shape, axes, keepdims)
-        return (_expand_reduced(g, a.shape, axes, keepdims) * mx.exp(a.data - full),)
+        full = _expand_reduced(out, x.shape, axes, keepdims)
+        return (_expand_reduced(g, x.shape, axes, keepdims) * mx.exp(x - full),)
 
     return _result(out, (a,), backward, "logsumexp")
 
@@ -754,7 +836,8 @@ def log_softmax(a: Tensor, axis: int = -1) -> Tensor:
 
 
 def reshape(a: Tensor, shape: Sequence[int]) -> Tensor:
-    return _result(mx.reshape(a.data, shape), (a,), lambda g: (g.reshape(a.shape),), "reshape")
+    src = a.shape
+    return _result(mx.reshape(a.data, shape), (a,), lambda g: (g.reshape(src),), "reshape")
 
 
 def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
@@ -766,17 +849,20 @@ def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
 
 def squeeze(a: Tensor, axis: Any = None) -> Tensor:
     out = mx.squeeze(a.data) if axis is None else mx.squeeze(a.data, axis)
-    return _result(out, (a,), lambda g: (g.reshape(a.shape),), "squeeze")
+    src = a.shape
+    return _result(out, (a,), lambda g: (g.reshape(src),), "squeeze")
 
 
 def unsqueeze(a: Tensor, axis: int) -> Tensor:
     out = mx.expand_dims(a.data, axis)
-    return _result(out, (a,), lambda g: (g.reshape(a.shape),), "unsqueeze")
+    src = a.shape
+    return _result(out, (a,), lambda g: (g.reshape(src),), "unsqueeze")
 
 
 def flatten(a: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     out = mx.flatten(a.data, start_axis, end_axis) if a.ndim else a.data.reshape(1)
-    return _result(out, (a,), lambda g: (g.reshape(a.shape),), "flatten")
+    src = a.shape
+    return _result(out, (a,), lambda g: (g.reshape(src),), "flatten")
 
 
 # --------------------------------------------------------------------------- indexing and joining
@@ -820,9 +906,10 @@ def getitem(a: Tensor, index: Any) -> Tensor:
     _check_int_bounds(index, a.shape)
     idx = _index_data(index)
     out = a.data[idx]
+    src = a.shape
 
     def backward(g: mx.array):
-        return (mx.zeros(a.shape, dtype=g.dtype).at[idx].add(g),)
+        return (mx.zeros(src, dtype=g.dtype).at[idx].add(g),)
 
     return _result(out, (a,), backward, "getitem")
 

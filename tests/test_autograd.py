@@ -8,6 +8,7 @@ import threading
 import mlx.core as mx
 import numpy as np
 import pytest
+import torch
 
 import lucid
 from lucid.tensor import unbroadcast
@@ -62,14 +63,90 @@ def test_backward_without_graph_raises():
         (lucid.ones(2) * 2).sum().backward()
 
 
-def test_backward_twice_accumulates():
+def test_backward_twice_with_retain_graph_accumulates():
     x = lucid.tensor([1.0, 2.0], requires_grad=True)
     y = (x * x).sum()
-    y.backward()
+    y.backward(retain_graph=True)
     y.backward()
     assert _grad(x) == [4.0, 8.0]
     (x * 10).sum().backward()  # a second graph adds in too
     assert _grad(x) == [14.0, 18.0]
+
+
+@pytest.mark.parametrize("lib", [lucid, torch], ids=["lucid", "torch"])
+@pytest.mark.parametrize(
+    "second",
+    [
+        lambda y, loss: loss.backward(),  # the same graph again
+        lambda y, loss: (y * 2).sum().backward(),  # a new graph through a freed node
+    ],
+    ids=["same-root", "through-freed-intermediate"],
+)
+def test_second_backward_through_a_freed_graph_raises(lib, second):
+    x = lib.tensor([1.0, 2.0], requires_grad=True)
+    y = x * x
+    loss = y.sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        second(y, loss)
+    assert x.grad.tolist() == [2.0, 4.0]  # the refused call added nothing
+    assert not y.is_leaf and y.requires_grad  # a freed intermediate is still no leaf
+
+
+def test_backward_frees_the_graph():
+    x = lucid.tensor([1.0, 2.0], requires_grad=True)
+    y = x * x
+    loss = y.sum()
+    loss.backward()
+    assert loss._parents == () and y._parents == ()
+    kept = (x * x).sum()
+    kept.backward(retain_graph=True)
+    assert kept._parents != ()
+
+
+# Each op as (lucid, torch); a and b are (2, 3) with positive entries.
+_STALE_CASES = {
+    "mul": (lambda a, b: a * b, lambda a, b: a * b),
+    "div": (lambda a, b: a / b, lambda a, b: a / b),
+    "pow": (lambda a, b: a**b, lambda a, b: a**b),
+    "matmul": (lambda a, b: a @ b.T, lambda a, b: a @ b.T),
+    "relu": (lambda a, b: (a - 1).relu() * b, lambda a, b: (a - 1).relu() * b),
+    "abs": (lambda a, b: (a - 1).abs() * b, lambda a, b: (a - 1).abs() * b),
+    "log": (lambda a, b: a.log() * b, lambda a, b: a.log() * b),
+    "clip": (lambda a, b: a.clip(0.5, 1.5) * b, lambda a, b: a.clip(0.5, 1.5) * b),
+    "maximum": (lucid.maximum, torch.maximum),
+    "minimum": (lucid.minimum, torch.minimum),
+    "where": (
+        lambda a, b: lucid.where(a > 1, a * b, b),
+        lambda a, b: torch.where(a > 1, a * b, b),
+    ),
+    "var": (lambda a, b: a.var(axis=1) * b[0, 0], lambda a, b: a.var(1, correction=0) * b[0, 0]),
+    "max": (lambda a, b: a.max(axis=1) * b[0, :2], lambda a, b: a.amax(1) * b[0, :2]),
+    "logsumexp": (lambda a, b: a.logsumexp(axis=0) * b, lambda a, b: a.logsumexp(0) * b),
+    "getitem": (
+        lambda a, b: a[[0, 1], [2, 0]] * b[1, :2],
+        lambda a, b: a[[0, 1], [2, 0]] * b[1, :2],
+    ),
+    "gelu": (lambda a, b: a.gelu() * b, lambda a, b: torch.nn.functional.gelu(a) * b),
+}
+
+
+@pytest.mark.parametrize("name", list(_STALE_CASES))
+def test_backward_uses_the_values_from_forward_time(name):
+    """An optimizer step between forward and backward replaces .data; the gradient must
+    still be the one of the function evaluated in forward (torch on the old values)."""
+    lucid_fn, torch_fn = _STALE_CASES[name]
+    rng = np.random.default_rng(0)
+    a0, b0 = (rng.uniform(0.2, 2.0, size=(2, 3)).astype(np.float32) for _ in range(2))
+    a, b = lucid.tensor(a0, requires_grad=True), lucid.tensor(b0, requires_grad=True)
+    loss = lucid_fn(a, b).sum()
+    a.data, b.data = mx.array(-3 * a0), mx.array(a0 + 5)  # a step after forward
+    loss.backward()
+
+    ta, tb = torch.tensor(a0, requires_grad=True), torch.tensor(b0, requires_grad=True)
+    torch_fn(ta, tb).sum().backward()
+    np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.grad.numpy(), tb.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_shared_subgraph_gradient_sums_paths():
@@ -172,6 +249,44 @@ def test_no_grad_nested_and_exception_restore_mode():
     assert lucid.is_grad_enabled()
 
 
+def test_one_no_grad_instance_entered_twice_restores_mode():
+    # torch 2.x keeps one saved mode per instance and leaves grad disabled here. Run in a
+    # thread of its own (grad mode is per thread) so that a failure cannot leak out.
+    modes = []
+
+    def scenario():
+        ng = lucid.no_grad()
+        with ng:
+            with ng:
+                pass
+            modes.append(lucid.is_grad_enabled())
+        modes.append(lucid.is_grad_enabled())
+
+    worker = threading.Thread(target=scenario)
+    worker.start()
+    worker.join()
+    assert modes == [False, True]
+
+
+@pytest.mark.parametrize("lib", [lucid, torch], ids=["lucid", "torch"])
+def test_no_grad_decorator_covers_generator_bodies(lib):
+    x = lib.tensor([1.0], requires_grad=True)
+
+    @lib.no_grad()
+    def steps():
+        sent = yield (x * 2).requires_grad
+        yield sent, lib.is_grad_enabled()
+        return "done"
+
+    gen = steps()
+    assert next(gen) is False
+    assert lib.is_grad_enabled()  # the caller's code between steps keeps grad
+    assert gen.send("hi") == ("hi", False)
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value == "done" and lib.is_grad_enabled()
+
+
 def test_no_grad_is_per_thread():
     seen = []
     with lucid.no_grad():
@@ -221,7 +336,7 @@ def test_forward_and_backward_stay_lazy(monkeypatch):
     h = h - h.max(axis=0, keepdims=True)
     loss = h.log_softmax(axis=-1)[[0, 1, 2, 3], [1, 0, 2, 6]].mean() + h.var() + (h**2).sum()
     loss = loss + lucid.stack([x.T[0], x[:, 1]]).logsumexp() + lucid.gelu(w).clip(-1, 1).sum()
-    loss.backward()
+    loss.backward(retain_graph=True)
     loss.backward()
     assert isinstance(x.grad.data, mx.array) and isinstance(w.grad.data, mx.array)
 

@@ -287,11 +287,27 @@ TIES = [
     ("max-ties", lambda a: a.max(1), lambda a: a.amax(1), [[1, 3, 3], [2, 2, 2]]),
     ("min-ties", lambda a: a.min(0), lambda a: a.amin(0), [[1, 0], [1, 2]]),
     ("pow-zero-base", lambda a, b: a**b, torch.pow, [0.0, 1.0, 2.0], [2.0, 2.0, 0.5]),
+    # d/da is 0 where b == 0, even at 0**0; d/db is 0 at a == 0 with b >= 0, NaN for a < 0
+    (
+        "pow-zero-exponent",
+        lambda a, b: a**b,
+        torch.pow,
+        [0.0, 0.0, 2.0, -1.5],
+        [0.0, 1.0, 0.0, 0.0],
+    ),
+    ("pow-negative-base", lambda a, b: a**b, torch.pow, [-2.0, -0.5, 3.0], [2.0, 3.0, 2.0]),
+    ("pow-zero-base-neg-exp", lambda a, b: a**b, torch.pow, [0.0, 0.0], [-1.0, -2.0]),
+    ("pow-scalar-zero-exp", lambda a: a**0, lambda a: a**0, [0.0, 1.0, -2.0]),
+    # a divisor n - ddof <= 0 gives inf, or NaN where x == mean (torch warns; lucid is silent)
+    ("var-ddof-n-axis", lambda a: a.var(0, ddof=1), lambda a: a.var(0), [[1.0, 2.0, 3.0]]),
+    ("var-ddof-above-n", lambda a: a.var(ddof=3), lambda a: a.var(correction=3), [1.0, 2.0]),
+    ("var-ddof-n-equal", lambda a: a.var(ddof=2), lambda a: a.var(correction=2), [1.0, 1.0]),
 ]
 
 
 @pytest.mark.parametrize(
     ("lucid_fn", "torch_fn", "inputs"), [pytest.param(f, g, xs, id=i) for i, f, g, *xs in TIES]
 )
+@pytest.mark.filterwarnings("ignore:.*degrees of freedom is <= 0")
 def test_subgradient_matches_torch(lucid_fn, torch_fn, inputs):
     check_against_torch(lucid_fn, torch_fn, *inputs)
