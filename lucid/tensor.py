@@ -130,7 +130,13 @@ def _to_array(obj: Any, dtype: mx.Dtype | None = None) -> mx.array:
             obj = obj.astype(np.int32)
         arr = mx.array(obj)
     elif isinstance(obj, (bool, int, float, list, tuple)):
-        arr = mx.array(obj)  # already int32 unless some value needs int64
+        try:
+            arr = mx.array(obj)  # already int32 unless some value needs int64
+        except (TypeError, ValueError):  # MLX refuses NumPy scalars inside a list
+            as_numpy = _numeric_numpy(obj)
+            if as_numpy is None:
+                raise
+            return _to_array(as_numpy, dtype)
         if arr.dtype == mx.float64:
             arr = arr.astype(mx.float32)
     else:
@@ -141,6 +147,15 @@ def _to_array(obj: Any, dtype: mx.Dtype | None = None) -> mx.array:
     if dtype is not None and arr.dtype != dtype:
         arr = arr.astype(dtype)
     return arr
+
+
+def _numeric_numpy(obj: list | tuple) -> np.ndarray | None:
+    """``obj`` as a NumPy array of bools or numbers, or None when it is not one."""
+    try:
+        a = np.asarray(obj)
+    except ValueError:  # ragged
+        return None
+    return a if a.dtype.kind in "biuf" else None
 
 
 def _fits_int32(a: np.ndarray) -> bool:
@@ -405,6 +420,24 @@ class Tensor:
 
     def eq(self, other: Any) -> Tensor:
         return Tensor(self.data == _data(other))
+
+    def ne(self, other: Any) -> Tensor:
+        return Tensor(self.data != _data(other))
+
+    # == and != are elementwise, as in torch; hashing stays by identity, so tensors can key
+    # dicts and sets, but `t in some_list` compares values: use `any(t is p for p in ...)`.
+    # Operands that are no array (None, a string) fall back to identity: `t == None` is False.
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        try:
+            return self.eq(other)
+        except TypeError:
+            return NotImplemented
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        try:
+            return self.ne(other)
+        except TypeError:
+            return NotImplemented
 
     __hash__ = object.__hash__  # identity: tensors key optimizer state
 
@@ -889,7 +922,7 @@ def _check_int_bounds(index: Any, shape: tuple[int, ...]) -> None:
         if i is Ellipsis:  # the axes indexed after `...` are counted from the end
             axis = len(shape) - len([j for j in items[k + 1 :] if j is not None])
         elif i is not None:
-            is_int = isinstance(i, int) and not isinstance(i, bool)
+            is_int = isinstance(i, (int, np.integer)) and not isinstance(i, bool)
             if is_int and axis < len(shape) and not -shape[axis] <= i < shape[axis]:
                 raise IndexError(
                     f"index {i} is out of bounds for axis {axis} with size {shape[axis]}"

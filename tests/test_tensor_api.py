@@ -6,6 +6,7 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
+import torch
 
 import lucid
 from lucid import Tensor
@@ -30,6 +31,12 @@ CONSTRUCTORS = [
     ("np-reversed-view", np.arange(3.0)[::-1], (3,), mx.float32, [2.0, 1.0, 0.0]),
     ("np-scalar-f64", np.float64(2.5), (), mx.float32, 2.5),
     ("np-scalar-i64", np.int64(7), (), mx.int32, 7),
+    # lists of NumPy scalars follow the NumPy-array rules (MLX itself refuses them)
+    ("np-scalar-f32-list", [np.float32(1), np.float32(2)], (2,), mx.float32, [1.0, 2.0]),
+    ("np-scalar-f64-tuple", (np.float64(0.5), 2), (2,), mx.float32, [0.5, 2.0]),
+    ("np-scalar-i64-list", [np.int64(3)], (1,), mx.int32, [3]),
+    ("np-scalar-i64-big", [[np.int64(2**40)]], (1, 1), mx.int64, [[2**40]]),
+    ("np-scalar-bool-list", [np.bool_(True)], (1,), mx.bool_, [True]),
     ("mx-array", mx.array([1.0, 2.0]), (2,), mx.float32, [1.0, 2.0]),
     ("mx-array-f16", mx.array([1.0], dtype=mx.float16), (1,), mx.float16, [1.0]),
     ("tensor", lucid.tensor([4.0, 5.0]), (2,), mx.float32, [4.0, 5.0]),
@@ -71,6 +78,8 @@ def test_constructor_from_tensor_drops_graph():
         (None, TypeError, "got NoneType"),
         ({"a": 1}, TypeError, "got dict"),
         ([[1, 2], [3]], ValueError, "non-uniform"),
+        ([np.float32(1), [2.0]], ValueError, "Invalid type float32"),
+        (["a"], ValueError, "Invalid type str"),
     ],
 )
 def test_constructor_rejects(data, error, match):
@@ -127,7 +136,9 @@ def test_bool_of_many_elements_raises():
         bool(lucid.tensor([1.0, 0.0]))
 
 
-@pytest.mark.parametrize("index", [3, -4, (0, 5), (..., 4), (None, 3)])
+@pytest.mark.parametrize(
+    "index", [3, -4, (0, 5), (..., 4), (None, 3), np.int64(3), (0, np.int32(-5))]
+)
 def test_out_of_range_int_index_raises(index):
     with pytest.raises(IndexError, match="out of bounds"):
         lucid.zeros(3, 4)[index]
@@ -139,6 +150,31 @@ def test_comparisons_give_bool_tensors():
     assert (t <= 2).tolist() == [True, True, False]
     assert t.eq(lucid.tensor([1.0, 0.0, 3.0])).tolist() == [True, False, True]
     assert (t > 1.5).dtype == mx.bool_ and not (t > 1.5).requires_grad
+
+
+@pytest.mark.parametrize(
+    "other", [2.0, 2, [1.0, 0.0, 3.0], np.float32(3.0), np.array([[1.0], [2.0]])]
+)
+def test_eq_and_ne_are_elementwise_like_torch(other):
+    data = [1.0, 2.0, 3.0]
+    t = lucid.tensor(data, requires_grad=True)
+    ref = torch.tensor(data)
+    lucid_other = lucid.tensor(other) if isinstance(other, list) else other
+    torch_other = torch.tensor(other) if isinstance(other, (list, np.ndarray)) else other
+    for lucid_out, torch_out in [
+        (t == lucid_other, ref == torch_other),
+        (t != other, ref != torch_other),
+    ]:
+        assert lucid_out.dtype == mx.bool_ and not lucid_out.requires_grad
+        assert lucid_out.tolist() == torch_out.tolist()
+
+
+def test_eq_keeps_identity_hashing():
+    a, b = lucid.tensor([1.0]), lucid.tensor([1.0])
+    assert len({a, b}) == 2 and {a: "a", b: "b"}[b] == "b"
+    assert hash(a) == object.__hash__(a)
+    assert (a == None) is False and (a != None) is True  # noqa: E711 - the operator is tested
+    assert (a == "abc") is False
 
 
 # --------------------------------------------------------------------------- dtype rules for ops
