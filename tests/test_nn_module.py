@@ -119,6 +119,55 @@ def test_reassignment_and_deletion_update_the_registry() -> None:
     assert list(m.parameters()) == [] and list(m.buffers()) == []
 
 
+def _two_linears(nn_: Any) -> Any:
+    m = nn_.Module()
+    m.a, m.b = nn_.Linear(2, 2), nn_.Linear(2, 2)
+    return m
+
+
+def _buffers(nn_: Any, zeros: Any) -> Any:
+    m = nn_.Module()
+    m.register_buffer("x", zeros(1))
+    m.register_buffer("y", zeros(1))
+    m.register_buffer("x", zeros(2))
+    return m
+
+
+def _tied(nn_: Any, zeros: Any) -> Any:
+    m = _two_linears(nn_)
+    m.b.weight = m.a.weight
+    return m
+
+
+def _reassigned(nn_: Any, zeros: Any) -> Any:
+    m = nn_.Linear(2, 3)
+    m.weight = nn_.Parameter(zeros(3, 2))
+    return m
+
+
+def _registered_again(nn_: Any, zeros: Any) -> Any:
+    m = nn_.Linear(2, 3)
+    m.register_parameter("weight", nn_.Parameter(zeros(3, 2)))
+    return m
+
+
+def _submodule_reassigned(nn_: Any, zeros: Any) -> Any:
+    m = _two_linears(nn_)
+    m.a = nn_.Linear(2, 2)
+    return m
+
+
+@pytest.mark.parametrize(
+    "build", [_reassigned, _registered_again, _tied, _submodule_reassigned, _buffers]
+)
+def test_reregistering_a_name_keeps_its_place_like_torch(build: Any) -> None:
+    def order(m: Any) -> list[list[str]]:
+        walks = (m.named_parameters(), m.named_buffers(), m.named_children())
+        return [[n for n, _ in walk] for walk in walks] + [list(m.state_dict())]
+
+    assert order(build(nn, lucid.zeros)) == order(build(torch.nn, torch.zeros))
+
+
 def test_parameter_slot_can_be_emptied_but_not_given_a_plain_tensor() -> None:
     lin = nn.Linear(2, 2)
     with pytest.raises(TypeError, match="parameter 'bias'"):

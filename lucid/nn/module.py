@@ -91,13 +91,17 @@ class Module:
         self._non_persistent.discard(name)
         self.__dict__.pop(name, None)
 
+    def _put(self, registry: dict[str, Any], name: str, value: Any) -> None:
+        """Set ``registry[name]``; a name already in that registry keeps its place (as in
+        PyTorch, so re-assigning or tying a weight does not reorder ``state_dict``)."""
+        if name not in registry:
+            self._forget(name)
+        registry[name] = value
+
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, (Parameter, Module)):
-            self._forget(name)
-            if isinstance(value, Parameter):
-                self._parameters[name] = value
-            else:
-                self._modules[name] = value
+            params, _, modules = self._registries()
+            self._put(params if isinstance(value, Parameter) else modules, name, value)
             return
         d = self.__dict__
         if "_parameters" in d:
@@ -160,8 +164,7 @@ class Module:
             raise TypeError(
                 f"parameter {name!r} must be an nn.Parameter or None; got {type(param).__name__}"
             )
-        self._forget(name)
-        self._parameters[name] = param
+        self._put(self._parameters, name, param)
 
     def register_buffer(self, name: str, value: Any, persistent: bool = True) -> None:
         """Register a non-trainable tensor (``Tensor``, ``mx.array`` or ``None``) as state.
@@ -171,9 +174,10 @@ class Module:
         """
         self._check_new_name("buffer", name)
         value = None if value is None else self._as_buffer(name, value)
-        self._forget(name)
-        self._buffers[name] = value
-        if not persistent:
+        self._put(self._buffers, name, value)
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
             self._non_persistent.add(name)
 
     def add_module(self, name: str, module: Module | None) -> None:
@@ -183,8 +187,7 @@ class Module:
             raise TypeError(
                 f"module {name!r} must be an nn.Module or None; got {type(module).__name__}"
             )
-        self._forget(name)
-        self._modules[name] = module
+        self._put(self._modules, name, module)
 
     register_module = add_module
 
