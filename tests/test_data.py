@@ -136,6 +136,27 @@ def test_generic_dataset_is_stacked():
     np.testing.assert_array_equal(batches[1][0].numpy(), [[2, 2], [3, 3]])
 
 
+class _NumpyScalarDataset:
+    """Samples of NumPy scalars: a tuple is two fields, a list one field of two numbers."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, i: int) -> tuple | list:
+        return self.kind([np.float32(i) / 2, np.int64(i)])
+
+
+def test_dataset_of_numpy_scalars_is_stacked():
+    (x, y), *_ = DataLoader(_NumpyScalarDataset(tuple), batch_size=3)
+    assert (x.dtype, y.dtype) == (mx.float32, mx.int32)
+    assert x.tolist() == [0.0, 0.5, 1.0] and y.tolist() == [0, 1, 2]
+    ((xy,),) = DataLoader(_NumpyScalarDataset(list), batch_size=3)
+    assert xy.dtype == mx.float32 and xy.tolist() == [[0.0, 0.0], [0.5, 1.0], [1.0, 2.0]]
+
+
 # ----------------------------------------------------------------------------- shuffling
 
 
@@ -192,6 +213,7 @@ def test_shuffle_with_drop_last_keeps_full_batches_only():
         ({"batch_size": -2}, ValueError, "batch_size must be a positive int; got -2"),
         ({"batch_size": 2.0}, ValueError, "batch_size must be a positive int; got 2.0"),
         ({"batch_size": True}, ValueError, "batch_size must be a positive int; got True"),
+        ({"batch_size": np.int64(0)}, ValueError, "batch_size must be a positive int"),
         ({"shuffle": 1}, TypeError, "shuffle must be a bool; got 1"),
         ({"drop_last": "yes"}, TypeError, "drop_last must be a bool; got 'yes'"),
         ({"seed": -1}, ValueError, "seed must be a non-negative int or None; got -1"),
@@ -201,6 +223,13 @@ def test_shuffle_with_drop_last_keeps_full_batches_only():
 def test_loader_rejects(kwargs, error, match):
     with pytest.raises(error, match=match):
         DataLoader(_dataset(4), **kwargs)
+
+
+@pytest.mark.parametrize("batch_size", [np.int64(2), np.int32(2), 2])
+def test_loader_accepts_any_integral_batch_size(batch_size):
+    loader = DataLoader(_dataset(5), batch_size=batch_size)
+    assert type(loader.batch_size) is int and len(loader) == 3
+    assert [x.shape[0] for x, _ in loader] == [2, 2, 1]
 
 
 def test_loader_rejects_non_dataset():

@@ -3,6 +3,7 @@ the value it got and what it expected."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,9 +11,10 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def positive_int(who: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """Any integral number but a bool (``np.int64(2)`` too), returned as a Python int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{who}: {name} must be a positive int; got {value!r}")
-    return value
+    return int(value)
 
 
 def flag(who: str, name: str, value: Any) -> bool:

@@ -85,8 +85,10 @@ class DataLoader:
     A :class:`TensorDataset` is batched with one gather per tensor. Any other dataset
     (an object with ``__len__`` and ``__getitem__``) is read one sample at a time;
     a sample is a tuple of array-likes (or a single one) and the fields are stacked.
+    Numbers may be Python or NumPy scalars.
 
-    Differs from PyTorch: no worker processes, samplers or custom ``collate_fn``.
+    Differs from PyTorch: no worker processes, samplers or custom ``collate_fn``; a
+    sample that is a list is one field (an array), where torch collates it field by field.
     """
 
     def __init__(
