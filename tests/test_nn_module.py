@@ -4,6 +4,7 @@ zero_grad, state_dict round trips and all-or-nothing strict loading, containers.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import mlx.core as mx
@@ -405,3 +406,21 @@ def test_deepcopy_gives_independent_parameters() -> None:
     assert_same_state(snapshot(clone), snapshot(model))
     assert not any(a is b for a, b in zip(clone.parameters(), model.parameters(), strict=True))
     assert clone.heads["b"].weight is clone.heads["a"].weight  # ties survive the copy
+
+
+# --------------------------------------------------------------------------- nn.utils
+
+
+def test_clip_grad_norm_error_says_what_clipping_an_infinite_norm_does() -> None:
+    """The message promises: finite entries become 0 and infinite ones NaN (torch too)."""
+    grads = [[1.0, math.inf], [2.0]]
+    ours = [nn.Parameter(np.zeros(len(g), np.float32)) for g in grads]
+    theirs = [torch.nn.Parameter(torch.zeros(len(g))) for g in grads]
+    for p, t, g in zip(ours, theirs, grads, strict=True):
+        p.grad, t.grad = lucid.tensor(g), torch.tensor(g)
+    with pytest.raises(RuntimeError, match="finite gradient entries then become 0 and infinite"):
+        nn.utils.clip_grad_norm_(ours, 1.0, error_if_nonfinite=True)
+    nn.utils.clip_grad_norm_(ours, 1.0)
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    for p, t in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(p.grad.numpy(), t.grad.numpy())  # [0, nan], [0]

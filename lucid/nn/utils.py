@@ -93,7 +93,8 @@ def clip_grad_norm_(
         raise RuntimeError(
             f"clip_grad_norm_: the total norm of order {norm_type} of the gradients is "
             f"{total.item()}, so they cannot be clipped. Pass error_if_nonfinite=False "
-            "to clip anyway (the gradients then become NaN)."
+            "to clip anyway (with an infinite norm, finite gradient entries then become 0 and "
+            "infinite ones NaN; with a NaN norm every entry becomes NaN)."
         )
     coef = mx.minimum(max_norm / (total + 1e-6), 1.0)
     for p in params:
