@@ -20,7 +20,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-__all__ = ["SparseGrad", "coalesce_fixed", "pad_entries"]
+__all__ = ["SparseGrad", "coalesce_fixed", "pad_entries", "stamp"]
 
 
 class SparseGrad:
@@ -76,8 +76,9 @@ class SparseGrad:
         """Number of entries (repeats counted)."""
         return self.indices.shape[0]
 
-    def _with_rows(self, rows: mx.array, source: Any) -> SparseGrad:
-        self._rows, self._source, self._seen = rows, weakref.ref(source), _stamp(source)
+    def _with_rows(self, rows: mx.array, source: Any, seen: tuple) -> SparseGrad:
+        """Record ``rows``, read from Tensor ``source`` when its :func:`stamp` was ``seen``."""
+        self._rows, self._source, self._seen = rows, weakref.ref(source), seen
         return self
 
     def rows_of(self, param: Any) -> mx.array:
@@ -85,7 +86,7 @@ class SparseGrad:
         the one they were read from and its ``.data`` was not assigned since, else a
         fresh gather."""
         fresh = self._source is not None and self._source() is param
-        if self._rows is not None and fresh and _stamp(param) == self._seen:
+        if self._rows is not None and fresh and stamp(param) == self._seen:
             return self._rows
         return param.data[self.indices]
 
@@ -117,8 +118,7 @@ class SparseGrad:
             same = self._source is not None and other._source is not None
             source = self._source() if same else None
             if source is not None and source is other._source() and self._seen == other._seen:
-                out._with_rows(mx.concatenate([self._rows, other._rows]), source)
-                out._seen = self._seen
+                out._with_rows(mx.concatenate([self._rows, other._rows]), source, self._seen)
             return out
         if isinstance(other, mx.array):  # a dense contribution: densify (documented)
             return self.to_dense().astype(other.dtype) + other
@@ -149,7 +149,7 @@ def pad_entries(
     )
 
 
-def _stamp(t: Any) -> tuple[int, int | None]:
+def stamp(t: Any) -> tuple[int, int | None]:
     """What identifies a Tensor's values: its array, and (a Parameter's) assignment count."""
     return id(t.data), getattr(t, "_version", None)
 

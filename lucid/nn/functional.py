@@ -15,7 +15,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from ..sparse import SparseGrad
+from ..sparse import SparseGrad, stamp
 from ..tensor import Tensor, _result, _to_array, logsumexp, reshape, sqrt, stack, where
 from ..tensor import gelu as _gelu_exact
 from ..tensor import log_softmax as _log_softmax
@@ -93,14 +93,15 @@ def _sparse_embedding(idx: mx.array, weight: Tensor, padding_idx: int | None) ->
     # repeats by index value, so -1 and N-1 must be the same row there
     flat = mx.where(flat < 0, flat + shape[0], flat)
     out = weight.data[flat]
+    dtype, seen = weight.dtype, stamp(weight)  # as they are now, not at backward time
 
     def backward(g: mx.array):
-        values = g.reshape(flat.shape[0], shape[1]).astype(weight.dtype)
+        values = g.reshape(flat.shape[0], shape[1]).astype(dtype)
         if padding_idx is not None:
             values = mx.where(mx.expand_dims(flat != padding_idx, -1), values, 0)
         # the looked-up rows ride along: coupled weight decay needs them, and gathering
         # them again in the step would make MLX copy the table (see lucid.sparse)
-        return (SparseGrad(flat, values, shape)._with_rows(out, weight),)
+        return (SparseGrad(flat, values, shape)._with_rows(out, weight, seen),)
 
     result = _result(out, (weight,), backward, "embedding")
     return reshape(result, (*idx.shape, shape[1])) if idx.ndim != 1 else result
