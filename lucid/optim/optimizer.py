@@ -147,7 +147,6 @@ class Optimizer:
         self._compiled: dict[tuple, Callable] = {}
         self._traces_of: dict[tuple, int] = {}
         self._keys: set[str] | None = None  # see _state_keys
-        self._compiled_sparse: dict[tuple, Callable] = {}
         self.trace_count = 0  # how many times a step function has been traced
 
         if isinstance(params, (Tensor, mx.array)):
@@ -426,7 +425,7 @@ class Optimizer:
             for b in buckets
         ]
         static = self.static_config(group)
-        fn = self._compiled_for(static)
+        fn = self._compiled_for(self._update_all, static)
         traces = self.trace_count
         new_tensors, new_flats = fn(tensors, flats)
         if self.trace_count != traces:
@@ -435,11 +434,7 @@ class Optimizer:
         # the new ones into their buffers (a fresh 64 MiB output costs ~33 ms of page
         # faults on Linux, where MLX keeps only 32 MiB of freed buffers)
         del tensors, flats, states
-        for p, (data, state), t in zip(singles, new_tensors, steps, strict=True):
-            p.data = data
-            self._state[p] = {"step": step_array(t), **state}
-            out.append(data)
-            out.extend(state.values())
+        out.extend(self._write_back(singles, new_tensors, steps))
         for b, (flat, state) in zip(buckets, new_flats, strict=True):
             out.extend(b.hand_out(flat, state, b.step + 1))
             out.append(flat)
@@ -517,12 +512,25 @@ class Optimizer:
                 stacklevel=4,
             )
 
-    def _compiled_for(self, static: dict[str, Any]) -> Callable:
-        key = tuple(sorted(static.items()))
+    def _compiled_for(self, step: Callable, static: dict[str, Any]) -> Callable:
+        """``step`` (a pure group step) with ``static`` bound, compiled once per value."""
+        key = (step.__name__, *sorted(static.items()))
         fn = self._compiled.get(key)
         if fn is None:
-            fn = self._compiled[key] = mx.compile(partial(self._update_all, **static))
+            fn = self._compiled[key] = mx.compile(partial(step, **static))
         return fn
+
+    def _write_back(
+        self, params: list[Parameter], results: list[tuple[mx.array, State]], steps: list[int]
+    ) -> list[mx.array]:
+        """Point each parameter and its state at the step's (lazy) results; return them."""
+        out: list[mx.array] = []
+        for p, (data, state), t in zip(params, results, steps, strict=True):
+            p.data = data
+            self._state[p] = {"step": step_array(t), **state}
+            out.append(data)
+            out.extend(state.values())
+        return out
 
     def _update_all(
         self,
@@ -569,11 +577,7 @@ class Optimizer:
         steps = [step_value(s["step"]) + 1 for s in states]
         inner = [{k: v for k, v in s.items() if k != "step"} for s in states]
         grads: list[SparseGrad] = [p.grad for p in active]
-        static = self.static_config(group)
-        key = tuple(sorted(static.items()))
-        fn = self._compiled_sparse.get(key)
-        if fn is None:
-            fn = self._compiled_sparse[key] = mx.compile(partial(self._update_rows_all, **static))
+        fn = self._compiled_for(self._update_rows_all, self.static_config(group))
         entries = [
             pad_entries(g.indices, g.values, g.rows_of(p))
             for p, g in zip(active, grads, strict=True)
@@ -589,13 +593,7 @@ class Optimizer:
         # drop every reference to the old tables: a scatter reuses its target's buffer
         # only when nothing else holds it, otherwise MLX copies the whole table
         del inner, states, entries
-        out: list[mx.array] = []
-        for p, data, state, t in zip(active, new_params, new_states, steps, strict=True):
-            p.data = data
-            self._state[p] = {"step": step_array(t), **state}
-            out.append(data)
-            out.extend(state.values())
-        return out
+        return self._write_back(active, list(zip(new_params, new_states, strict=True)), steps)
 
     def _update_rows_all(self, params, indices, values, rows, states, hypers, **static):
         """The pure row-sparse step of a group; runs in Python only while tracing."""
