@@ -167,7 +167,7 @@ def test_compiled_step_equals_the_plain_rule(layout: Layout) -> None:
                 data, state, count = ref[id(p)]
                 values = opt.step_hyperparameters(group, count + 1)
                 hyper = {k: mx.array(v, dtype=mx.float32) for k, v in values.items()}
-                data, state = Adagrad.update(data, g, state, hyper, **opt.static_config(group))
+                data, state = Adagrad.rule(data, g, state, hyper, **opt.static_config(group))
                 ref[id(p)] = data, state, count + 1
     for i, p in enumerate(params):
         data, state, count = ref[id(p)]

@@ -111,42 +111,44 @@ def _assert_refused(
 # ---------------------------------------------------------------------------- hyperparameters
 
 BAD_VALUES = [-1.0, -1e-12, NAN, INF, -INF]
+# a value out of range is a ValueError, a value of the wrong type a TypeError (as for
+# any Python function)
 BAD_HYPER = [
-    *[pytest.param(name, v, id=f"{name}={v}") for name in NUMERIC for v in BAD_VALUES],
-    pytest.param("lr", "0.1", id="lr=str"),
-    pytest.param("lr", None, id="lr=None"),
-    pytest.param("eps", True, id="eps=bool"),
-    pytest.param("lr", mx.array(0.1), id="lr=mx.array"),
-    pytest.param("weight_decay", [0.1], id="weight_decay=list"),
-    pytest.param("maximize", 1, id="maximize=int"),
-    pytest.param("decoupled_weight_decay", "yes", id="decoupled_weight_decay=str"),
+    *[pytest.param(name, v, ValueError, id=f"{name}={v}") for name in NUMERIC for v in BAD_VALUES],
+    pytest.param("lr", "0.1", TypeError, id="lr=str"),
+    pytest.param("lr", None, TypeError, id="lr=None"),
+    pytest.param("eps", True, TypeError, id="eps=bool"),
+    pytest.param("lr", mx.array(0.1), TypeError, id="lr=mx.array"),
+    pytest.param("weight_decay", [0.1], TypeError, id="weight_decay=list"),
+    pytest.param("maximize", 1, TypeError, id="maximize=int"),
+    pytest.param("decoupled_weight_decay", "yes", TypeError, id="decoupled_weight_decay=str"),
 ]
 
 
-@pytest.mark.parametrize("name, value", BAD_HYPER)
-def test_bad_hyperparameter_at_construction(name: str, value: Any) -> None:
+@pytest.mark.parametrize("name, value, error", BAD_HYPER)
+def test_bad_hyperparameter_at_construction(name: str, value: Any, error: type) -> None:
     p = _param(3)
     before = _np(p.data)
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(error, match=name):
         Adagrad([p], **{name: value})
     np.testing.assert_array_equal(_np(p.data), before)
     assert p.grad is None
 
 
-@pytest.mark.parametrize("name, value", BAD_HYPER)
-def test_bad_hyperparameter_in_add_param_group(name: str, value: Any) -> None:
+@pytest.mark.parametrize("name, value, error", BAD_HYPER)
+def test_bad_hyperparameter_in_add_param_group(name: str, value: Any, error: type) -> None:
     opt, params = _two_group_optimizer()
     new = _param(5, seed=7)
     call = lambda: opt.add_param_group({"params": [new], name: value})  # noqa: E731
-    _assert_refused(call, ValueError, name, opt, params)
+    _assert_refused(call, error, name, opt, params)
     assert new not in opt.state and len(opt.param_groups) == 2
 
 
-@pytest.mark.parametrize("name, value", BAD_HYPER)
-def test_bad_hyperparameter_set_by_hand_refused_at_step(name: str, value: Any) -> None:
+@pytest.mark.parametrize("name, value, error", BAD_HYPER)
+def test_bad_hyperparameter_set_by_hand_refused_at_step(name: str, value: Any, error: type) -> None:
     opt, params = _two_group_optimizer()
     opt.param_groups[-1][name] = value  # the last group: earlier groups must not step
-    _assert_refused(opt.step, ValueError, name, opt, params)
+    _assert_refused(opt.step, error, name, opt, params)
     opt.param_groups[-1][name] = opt.defaults[name] if name != "lr" else 0.5
     opt.step()  # repaired, it steps again
 

@@ -24,8 +24,9 @@ import itertools
 import mlx.core as mx
 
 from ..nn.parameter import Parameter
+from .counters import step_array, step_value
 
-__all__ = ["FlatBucket", "SMALL", "flatten"]
+__all__ = ["FlatBucket", "Buckets", "SMALL", "flatten"]
 
 State = dict[str, mx.array]
 
@@ -89,3 +90,88 @@ class FlatBucket:
         return [
             {k: parts[k][i].reshape(shape) for k in parts} for i, shape in enumerate(self.shapes)
         ]
+
+
+class Buckets:
+    """The flat buckets of one optimizer, by parameter group, and which parameter is where.
+
+    A bucket holds the state of its members, so a member's entry in the optimizer's
+    per-parameter ``states`` is absent while it is bucketed; :meth:`unpack` moves it back.
+    """
+
+    def __init__(self) -> None:
+        self._of_group: dict[int, tuple[list[FlatBucket], frozenset[int]]] = {}
+        self._of_param: dict[int, tuple[FlatBucket, int]] = {}
+
+    def __contains__(self, p: Parameter) -> bool:
+        return id(p) in self._of_param
+
+    def __bool__(self) -> bool:
+        return bool(self._of_param)
+
+    def shape_of(self, p: Parameter) -> tuple[int, ...]:
+        bucket, j = self._of_param[id(p)]
+        return bucket.shapes[j]
+
+    def step_of(self, p: Parameter) -> int:
+        return self._of_param[id(p)][0].step
+
+    def unpack(self, states: dict[Parameter, State], index: int | None = None) -> list[mx.array]:
+        """Move the state of the buckets of group ``index`` (default: all groups) back into
+        ``states``; return the new, not yet evaluated, arrays."""
+        unpacked = []
+        for gi in list(self._of_group) if index is None else [index]:
+            for b in self._of_group.pop(gi, ([], None))[0]:
+                for p, s in zip(b.params, b.unpack_state(), strict=True):
+                    states[p] = {"step": step_array(b.step), **s}
+                    del self._of_param[id(p)]
+                    unpacked.extend(s.values())
+        return unpacked
+
+    def form(
+        self,
+        index: int,
+        small: list[Parameter],
+        states: dict[Parameter, State],
+        out: list[mx.array],
+    ) -> list[FlatBucket]:
+        """The buckets of group ``index`` for a step whose small active parameters are
+        ``small``.
+
+        The buckets of the last step are kept while the same small parameters step
+        together and nobody assigned their ``.data`` (the steady state); otherwise they
+        are unpacked and formed anew from the parameters' current arrays, one per
+        (dtype, step count) with at least two members, since a bucket shares one step
+        count. Unpacked state that this step does not consume is added to ``out``.
+        """
+        members = frozenset(id(p) for p in small)
+        buckets, formed_for = self._of_group.get(index, ([], frozenset()))
+        if members == formed_for and all(b.intact() for b in buckets):
+            return buckets
+        out.extend(self.unpack(states, index))
+        classes: dict[tuple, list[Parameter]] = {}
+        for p in small:
+            classes.setdefault((p.dtype, step_value(states[p]["step"])), []).append(p)
+        buckets = []
+        for (_, t), ps in classes.items():
+            if len(ps) < 2:
+                continue
+            inner = [_without_step(states.pop(p)) for p in ps]
+            bucket = FlatBucket(ps, inner, t)
+            buckets.append(bucket)
+            self._of_param.update({id(p): (bucket, j) for j, p in enumerate(ps)})
+        self._of_group[index] = (buckets, members)
+        return buckets
+
+    def snapshot(self) -> dict[Parameter, State]:
+        """Every bucketed parameter's state, unpacked, leaving the buckets as they are."""
+        return {
+            p: {"step": step_array(b.step), **s}
+            for buckets, _ in self._of_group.values()
+            for b in buckets
+            for p, s in zip(b.params, b.unpack_state(), strict=True)
+        }
+
+
+def _without_step(state: State) -> State:
+    return {k: v for k, v in state.items() if k != "step"}
