@@ -1,6 +1,30 @@
 """Optimizers: one base class that owns the compiled step, and small pure update rules."""
 
+from .adafactor import Adafactor
 from .adagrad import Adagrad
+from .adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
+from .lion import Lion
+from .muon import Muon
 from .optimizer import Optimizer
+from .rmsprop import Adadelta, RMSprop
+from .rprop import Rprop
+from .sgd import ASGD, SGD
 
-__all__ = ["Optimizer", "Adagrad"]
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "ASGD",
+    "Adagrad",
+    "RMSprop",
+    "Adadelta",
+    "Rprop",
+    "Adam",
+    "AdamW",
+    "SparseAdam",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Lion",
+    "Adafactor",
+    "Muon",
+]

@@ -11,7 +11,9 @@ from typing import Any
 
 import mlx.core as mx
 
-__all__ = ["working_dtype", "prepare", "weight_decay_mode", "State", "Hyper"]
+from .kernels import own_kernel
+
+__all__ = ["working_dtype", "prepare", "weight_decay_mode", "store", "lerp", "State", "Hyper"]
 
 State = dict[str, mx.array]
 Hyper = dict[str, mx.array]
@@ -54,3 +56,15 @@ def prepare(
     elif decay == "coupled":
         g = g + hyper["weight_decay"] * p
     return p, g
+
+
+def store(x: mx.array, dtype: mx.Dtype) -> mx.array:
+    """A new state value, rounded to its stored ``dtype`` and computed by a kernel of its
+    own (see :func:`~lucid.optim.kernels.own_kernel`), so that it is written over the old
+    state's buffer; the rule then reads the stored value, as torch reads its state."""
+    return own_kernel(x.astype(dtype))
+
+
+def lerp(a: mx.array, b: mx.array, weight: mx.array) -> mx.array:
+    """``a + weight (b - a)``: torch's ``lerp`` for weights below 0.5 (every EMA here)."""
+    return a + weight * (b - a)
