@@ -1,14 +1,19 @@
-"""Property tests of Adagrad over random shapes, dtypes, hyperparameters and group layouts.
+"""Property tests over random shapes, dtypes, hyperparameters and group layouts, for every
+optimizer in the registry (tests/optim_registry.py).
 
-Each example builds an optimizer of 1-5 parameters (float32, float16, bfloat16; shapes
-of rank 0-3, sizes 0-4 per axis) in 1-3 groups with their own hyperparameters, and runs
-1-3 steps in which any parameter may have no gradient. Properties:
+Each example picks an optimizer and builds it over 1-5 parameters (float32, float16,
+bfloat16; shapes of rank 0-3, sizes 0-4 per axis; Muon: matrices, Adafactor: sizes from
+1) in 1-3 groups with their own hyperparameters (Adagrad: drawn at random; the others:
+one of the registry's configurations per group), and runs 1-3 steps in which any
+parameter may have no gradient. Properties:
 
-- dtype and shape of parameters and state are kept;
-- the compiled step equals the plain rule (``Adagrad.update`` run eagerly per parameter
-  with the same hyperparameter arrays), bitwise;
-- the accumulator ``G`` never decreases;
-- a zero gradient with ``weight_decay=0`` leaves every parameter (and ``G``) unchanged;
+- dtype and shape of parameters are kept, and the state has the keys, shapes and dtypes
+  of a fresh state;
+- the compiled step equals the plain rule (``rule`` run eagerly per parameter with the
+  same hyperparameter arrays), bitwise;
+- Adagrad: the accumulator ``G`` never decreases;
+- Adagrad: a zero gradient with ``weight_decay=0`` leaves every parameter (and ``G``)
+  unchanged;
 - ``state_dict`` -> ``load_state_dict`` (in memory or through a file) -> step equals the
   same step without the round trip, bitwise.
 
@@ -29,17 +34,19 @@ import mlx.core as mx
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from optim_registry import BY_NAME, DENSE, Spec
 
 import lucid
 from lucid import nn
-from lucid.optim import Adagrad
+from lucid.optim import Optimizer
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
-SETTINGS = settings(max_examples=30, deadline=None)
+SETTINGS = settings(max_examples=40, deadline=None)
 
 
 @dataclass
 class Layout:
+    optimizer: Spec
     specs: list[tuple[tuple[int, ...], mx.Dtype]]  # (shape, dtype) per parameter
     groups: list[list[int]]  # parameter indices per group
     hypers: list[dict[str, Any]]  # per group
@@ -62,19 +69,29 @@ def _hyper(zero_decay: bool) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
+def _configured(spec: Spec) -> st.SearchStrategy[dict[str, Any]]:
+    return st.sampled_from([{**d, **second} for d, second in spec.configs])
+
+
 @st.composite
-def layouts(draw: st.DrawFn, zero_decay: bool = False) -> Layout:
+def layouts(draw: st.DrawFn, zero_decay: bool = False, adagrad_only: bool = False) -> Layout:
+    spec = BY_NAME["Adagrad"] if adagrad_only else draw(st.sampled_from(DENSE))
     n = draw(st.integers(1, 5))
-    shapes = st.lists(st.integers(0, 4), max_size=3).map(tuple)
+    if spec.matrices_only:
+        shapes = st.tuples(st.integers(1, 4), st.integers(1, 4))
+    else:
+        low = 1 if spec.name == "Adafactor" else 0  # a mean over an empty axis is NaN
+        shapes = st.lists(st.integers(low, 4), max_size=3).map(tuple)
     specs = [(draw(shapes), draw(st.sampled_from(DTYPES))) for _ in range(n)]
     k = draw(st.integers(1, min(3, n)))
     owner = list(range(k)) + draw(st.lists(st.integers(0, k - 1), min_size=n - k, max_size=n - k))
     order = draw(st.permutations(range(n)))  # which parameter lands where
     groups = [[order[i] for i in range(n) if owner[i] == g] for g in range(k)]
-    hypers = [draw(_hyper(zero_decay)) for _ in range(k)]
+    hyper = _hyper(zero_decay) if spec.name == "Adagrad" else _configured(spec)
+    hypers = [draw(hyper) for _ in range(k)]
     steps = draw(st.integers(1, 3))
     has_grad = [draw(st.lists(st.booleans(), min_size=n, max_size=n)) for _ in range(steps)]
-    return Layout(specs, groups, hypers, has_grad, draw(st.integers(0, 2**31 - 1)))
+    return Layout(spec, specs, groups, hypers, has_grad, draw(st.integers(0, 2**31 - 1)))
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -84,14 +101,14 @@ def _random(rng: np.random.Generator, shape: tuple[int, ...], dtype: mx.Dtype) -
     return mx.array(rng.standard_normal(shape).astype(np.float32)).astype(dtype)
 
 
-def _build(layout: Layout) -> tuple[Adagrad, list[nn.Parameter]]:
+def _build(layout: Layout) -> tuple[Optimizer, list[nn.Parameter]]:
     rng = np.random.default_rng(layout.seed)
     params = [nn.Parameter(_random(rng, s, d)) for s, d in layout.specs]
     groups = [
         {"params": [params[i] for i in idx], **h}
         for idx, h in zip(layout.groups, layout.hypers, strict=True)
     ]
-    return Adagrad(groups), params
+    return layout.optimizer.cls(groups), params
 
 
 def _grads(layout: Layout, step: int, zero: bool = False) -> list[mx.array | None]:
@@ -120,7 +137,7 @@ def _assert_bitwise(a: mx.array, b: mx.array, what: str) -> None:
     np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=what)
 
 
-def _assert_same_optimizer(x: Adagrad, xp: list, y: Adagrad, yp: list) -> None:
+def _assert_same_optimizer(x: Optimizer, xp: list, y: Optimizer, yp: list) -> None:
     for i, (p, q) in enumerate(zip(xp, yp, strict=True)):
         _assert_bitwise(p.data, q.data, f"params[{i}]")
         assert x.state[p].keys() == y.state[q].keys()
@@ -138,11 +155,14 @@ def test_dtype_and_shape_kept(layout: Layout) -> None:
     for t in range(len(layout.has_grad)):
         _set_grads(params, _grads(layout, t))
         opt.step()
+    groups = {id(p): g for g in opt.param_groups for p in g["params"]}
     for p, (shape, dtype) in zip(params, layout.specs, strict=True):
         assert (p.dtype, p.shape) == (dtype, shape)
         state = opt.state[p]
-        assert set(state) == {"step", "sum"}
-        assert (state["sum"].dtype, tuple(state["sum"].shape)) == (dtype, shape)
+        fresh = opt.init_state(p.data, groups[id(p)])
+        assert set(state) == {"step", *fresh}
+        for key, value in fresh.items():
+            assert (state[key].dtype, state[key].shape) == (value.dtype, value.shape), key
         assert (state["step"].dtype, tuple(state["step"].shape)) == (mx.float32, ())
 
 
@@ -150,8 +170,9 @@ def test_dtype_and_shape_kept(layout: Layout) -> None:
 @given(layouts())
 def test_compiled_step_equals_the_plain_rule(layout: Layout) -> None:
     opt, params = _build(layout)
+    rule = layout.optimizer.cls.rule
     ref = {
-        id(p): (p.data, {"sum": mx.full(p.shape, g["initial_accumulator_value"], dtype=p.dtype)}, 0)
+        id(p): (p.data, {k: v for k, v in opt.state[p].items() if k != "step"}, 0)
         for g in opt.param_groups
         for p in g["params"]
     }
@@ -167,17 +188,18 @@ def test_compiled_step_equals_the_plain_rule(layout: Layout) -> None:
                 data, state, count = ref[id(p)]
                 values = opt.step_hyperparameters(group, count + 1)
                 hyper = {k: mx.array(v, dtype=mx.float32) for k, v in values.items()}
-                data, state = Adagrad.rule(data, g, state, hyper, **opt.static_config(group))
+                data, state = rule(data, g, state, hyper, **opt.static_config(group))
                 ref[id(p)] = data, state, count + 1
     for i, p in enumerate(params):
         data, state, count = ref[id(p)]
         _assert_bitwise(p.data, data, f"params[{i}]")
-        _assert_bitwise(opt.state[p]["sum"], state["sum"], f"params[{i}] sum")
+        for key, value in state.items():
+            _assert_bitwise(opt.state[p][key], value, f"params[{i}] {key}")
         assert opt.state[p]["step"].item() == count
 
 
 @SETTINGS
-@given(layouts())
+@given(layouts(adagrad_only=True))
 def test_accumulator_never_decreases(layout: Layout) -> None:
     opt, params = _build(layout)
     for t in range(len(layout.has_grad)):
@@ -190,7 +212,7 @@ def test_accumulator_never_decreases(layout: Layout) -> None:
 
 
 @SETTINGS
-@given(layouts(zero_decay=True))
+@given(layouts(zero_decay=True, adagrad_only=True))
 def test_zero_gradient_without_decay_changes_nothing(layout: Layout) -> None:
     opt, params = _build(layout)
     for t in range(len(layout.has_grad)):  # some real steps first, so G is not all zero
@@ -223,7 +245,9 @@ def test_state_dict_round_trip_then_step_is_bitwise_equal(layout: Layout, via_fi
             lucid.save(sd, Path(folder) / "opt")
             sd = lucid.load(Path(folder) / "opt")
     twin_params = [nn.Parameter(p.data) for p in params]
-    twin = Adagrad([{"params": [twin_params[i] for i in idx]} for idx in layout.groups])
+    twin = layout.optimizer.cls(
+        [{"params": [twin_params[i] for i in idx]} for idx in layout.groups]
+    )
     twin.load_state_dict(sd)
     _assert_same_optimizer(opt, params, twin, twin_params)
 
