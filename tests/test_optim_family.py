@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import mlx.core as mx
@@ -398,3 +399,53 @@ def test_rules_without_row_updates_refuse_sparse_gradients(spec: Spec) -> None:
     emb(np.array([1, 2])).sum().backward()
     with pytest.raises(TypeError, match="does not support sparse gradients"):
         opt.step()
+
+
+# ---------------------------------------------------------------------------- deep copies
+
+
+@pytest.mark.parametrize("spec", DENSE, ids=repr)
+@pytest.mark.parametrize("when", [0, 1, 4], ids=lambda n: f"after-{n}-steps")
+def test_deepcopy_is_an_independent_optimizer(spec: Spec, when: int) -> None:
+    """copy.deepcopy at any time (its compile cache and trace bookkeeping are not copied)
+    gives an optimizer over copied parameters that steps on its own and gives the same
+    results as the original."""
+    grads = _grads(spec, when + 3)
+    opt, params = _lucid(spec, spec.configs[-1])
+    for step in grads[:when]:
+        _set(params, step)
+        opt.step()
+    twin = copy.deepcopy(opt)
+    twin_params = [p for g in twin.param_groups for p in g["params"]]
+    assert not any(p is q for p, q in zip(params, twin_params, strict=True))
+    for step in grads[when:]:
+        _set(twin_params, step)
+        twin.step()  # the copy first: the original must not move
+    assert twin.trace_count >= 1
+    frozen = [_np(p.data) for p in params]
+    for step in grads[when:]:
+        _set(params, step)
+        opt.step()
+    assert not np.array_equal(frozen[0], _np(params[0].data))  # the original moved later
+    _assert_same(_snapshot(opt, params), _snapshot(twin, twin_params))
+
+
+def test_deepcopy_of_model_and_optimizer_keeps_them_shared() -> None:
+    """As in torch: copying {"model": m, "opt": o} together gives a copied optimizer that
+    holds the copied model's parameters."""
+    model = lucid.nn.Sequential(lucid.nn.Linear(3, 4), lucid.nn.Linear(4, 2))
+    opt = lucid.optim.Adam(model.parameters(), lr=0.01)
+    x = lucid.tensor(np.ones((5, 3), np.float32))
+    for _ in range(2):
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+    both = copy.deepcopy({"model": model, "opt": opt})
+    copied = list(both["model"].parameters())
+    assert [p for g in both["opt"].param_groups for p in g["params"]] == copied
+    assert all(p in both["opt"].state for p in copied)
+    both["opt"].zero_grad()
+    both["model"](x).sum().backward()
+    both["opt"].step()
+    assert opt.state[next(iter(model.parameters()))]["step"].item() == 2
+    assert both["opt"].state[copied[0]]["step"].item() == 3
