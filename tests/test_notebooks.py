@@ -31,7 +31,7 @@ def kernel_dirs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 def test_notebooks_exist():
-    assert {p.name for p in NOTEBOOKS} >= {"adagrad_quickstart.ipynb", "adagrad_vs_sgd.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"adagrad_quickstart.ipynb", "compare_optimizers.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
