@@ -371,8 +371,12 @@ LOOPS = {
 
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize(
-    "make", [lambda ps: optim.Adagrad(ps, lr=0.1), lambda ps: optim.Adam(ps, lr=0.01),
-             lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)],  # fmt: skip
+    "make",
+    [
+        lambda ps: optim.Adagrad(ps, lr=0.1),
+        lambda ps: optim.Adam(ps, lr=0.01),
+        lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+    ],  # fmt: skip
     ids=["Adagrad", "Adam", "SGD-momentum"],
 )
 def test_sparse_step_stays_in_place_however_the_loop_is_written(loop: str, make) -> None:
