@@ -8,9 +8,8 @@ from typing import Any
 import mlx.core as mx
 
 from . import checks
-from .kernels import own_kernel
 from .optimizer import Optimizer
-from .terms import Hyper, State, prepare, weight_decay_mode, working_dtype
+from .terms import Hyper, State, prepare, store, weight_decay_mode, working_dtype
 
 __all__ = ["Adagrad"]
 
@@ -136,7 +135,7 @@ class Adagrad(Optimizer):
         """The rule on one parameter; pure, so ``mx.compile`` can fuse it."""
         work = working_dtype(param.dtype)
         p, g = prepare(param, grad, hyper, maximize=maximize, decay=decay)
-        G = own_kernel((state["sum"].astype(work) + g * g).astype(param.dtype))
+        G = store(state["sum"].astype(work) + g * g, param.dtype)
         p = p - hyper["lr"] * g / (mx.sqrt(G.astype(work)) + hyper["eps"])
         return p.astype(param.dtype), {"sum": G}
 

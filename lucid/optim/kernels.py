@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mlx.core as mx
 
-__all__ = ["own_kernel", "STREAMS", "spread"]
+__all__ = ["own_kernel", "fence", "SPLIT_ABOVE", "STREAMS", "spread", "job_streams"]
 
 
 def own_kernel(x: mx.array) -> mx.array:
@@ -18,6 +18,23 @@ def own_kernel(x: mx.array) -> mx.array:
     input's buffer (0 MB extra), at the cost of reading the new state once more.
     """
     return x.reshape(1, -1).reshape(x.shape)
+
+
+#: arrays of more elements than this end their fused kernel at a :func:`fence`; smaller
+#: ones stay fused. A fused kernel that returns both a new parameter and a new state gets
+#: fresh output buffers (MLX donates no input to a multi-output kernel one of whose
+#: outputs it also consumes), and split kernels read the new state once more. Measured
+#: on Adagrad, one float32 tensor, MLX 0.32 CPU (ms per step, fused / split): 256K
+#: 0.49 / 0.50, 1M 1.75 / 1.97, 4M 11.1 / 7.55, 8M 37 / 16, 16M 78 / 37 (the fresh
+#: outputs page-fault once MLX's buffer cache can no longer recycle them).
+SPLIT_ABOVE = 1 << 19
+
+
+def fence(x: mx.array) -> mx.array:
+    """Where a rule's new state value is complete. The machinery decides, by size, whether
+    it becomes a kernel boundary (:func:`own_kernel`, above :data:`SPLIT_ABOVE`) or the
+    kernel stays fused; the rule's values are the same either way."""
+    return own_kernel(x) if x.size > SPLIT_ABOVE else x
 
 
 #: streams a step spreads its updates over: the device's default stream and STREAMS - 1
@@ -42,3 +59,12 @@ def spread(sizes: list[int]) -> list[tuple[mx.Stream, list[int]]]:
         load[k] += sizes[i]
         assigned[k].append(i)
     return [(s, sorted(a)) for s, a in zip(streams, assigned, strict=True) if a]
+
+
+def job_streams(sizes: list[int]) -> list[mx.Stream]:
+    """The stream :func:`spread` gives each job, in job order."""
+    out: list[mx.Stream] = [None] * len(sizes)  # type: ignore[list-item]
+    for stream, indices in spread(sizes):
+        for i in indices:
+            out[i] = stream
+    return out

@@ -43,6 +43,7 @@ from . import checks, state_dict
 from .buckets import SMALL, Buckets, flatten
 from .compiled import CompiledSteps, dense_group_step
 from .counters import is_interned, step_array, step_value
+from .kernels import job_streams
 from .sparse_step import settle_lookups, sparse_group_step, sparse_inputs
 from .state_dict import SCHEDULER_KEYS
 
@@ -252,15 +253,27 @@ class Optimizer:
         self._check_group(where, group)
         static = self.static_config(group)
         signature = (type(self), tuple(sorted(static.items())))
-        dense, sparse = [], []
+        dense, sparse, steps = [], [], set()
+        held = self._buckets.held
         for i, p in enumerate(group["params"]):
             g = p.grad
             if g is None:
                 continue
+            # the steady state of a bucketed parameter, checked inline: this loop runs
+            # for every parameter every step (10,000 tensors: 47 ms a step through the
+            # general check below, 9 ms inline)
+            bucket = held.get(id(p)) if type(g) is Tensor and self.supports_dense else None
+            if bucket is not None:
+                data, grad = p.data, g.data
+                shape = bucket[0].shapes[bucket[1]]
+                if grad.shape == shape == data.shape and grad.dtype == data.dtype:
+                    dense.append(p)
+                    steps.add(bucket[0].step + 1)
+                    continue
             if not self._ready(p, g, signature, group):  # cheap; the explanation on failure
                 self._refuse(f"{where}, params[{i}]", p, g, signature, group)
             (sparse if isinstance(g, SparseGrad) else dense).append(p)
-        steps = {self._step_of(p) + 1 for p in (*dense, *sparse)}
+            steps.add(self._step_of(p) + 1)
         hypers = {t: self._hyperparameters(where, group, t) for t in sorted(steps)}
         return _Plan(index, group, static, dense, sparse, hypers)
 
@@ -402,18 +415,15 @@ class Optimizer:
             (p.data, p.grad.data, _without_step(self._state[p]), plan.hypers[t])
             for p, t in zip(singles, steps, strict=True)
         ]
-        # a bucket's gradients are concatenated outside the compiled call: with one input
-        # per gradient, the call itself cost more than the copy (2000 tensors of 1024:
-        # 21 ms inside, 6.4 ms outside)
-        jobs += [
-            (
-                b.flat,
-                flatten([p.grad.data for p in b.params]),
-                _without_step(b.state),
-                plan.hypers[b.step + 1],
-            )  # fmt: skip
-            for b in buckets
-        ]
+        # a bucket's gradients are concatenated outside the compiled call (with one input
+        # per gradient, the call itself cost more than the copy: 2000 tensors of 1024,
+        # 21 ms inside, 6.4 ms outside), on the stream that will run its update
+        stream_of = job_streams([p.size for p in singles] + [b.flat.size for b in buckets])
+        bucket_streams = stream_of[len(singles) :]
+        for b, stream in zip(buckets, bucket_streams, strict=True):
+            with mx.stream(stream):
+                grad = flatten([p.grad.data for p in b.params])
+            jobs.append((b.flat, grad, _without_step(b.state), plan.hypers[b.step + 1]))
         results = self._compiled.call(dense_group_step, {"rule": self.rule, **plan.static}, jobs)
         # every reference to the old arrays goes before the eval (the commit replaces the
         # rest), so that MLX may write the new ones into their buffers: a fresh 64 MiB
@@ -423,8 +433,11 @@ class Optimizer:
 
         def commit() -> list[mx.array]:
             new = out + self._write_back(singles, results[: len(singles)], steps)
-            for b, (flat, state) in zip(buckets, results[len(singles) :], strict=True):
-                new += b.hand_out(flat, state, b.step + 1)
+            for b, (flat, state), stream in zip(
+                buckets, results[len(singles) :], bucket_streams, strict=True
+            ):
+                with mx.stream(stream):
+                    new += b.hand_out(flat, state, b.step + 1)
                 new += [flat, *state.values()]
             return new
 

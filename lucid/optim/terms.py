@@ -11,7 +11,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .kernels import own_kernel
+from .kernels import fence
 
 __all__ = ["working_dtype", "prepare", "weight_decay_mode", "store", "lerp", "State", "Hyper"]
 
@@ -59,10 +59,11 @@ def prepare(
 
 
 def store(x: mx.array, dtype: mx.Dtype) -> mx.array:
-    """A new state value, rounded to its stored ``dtype`` and computed by a kernel of its
-    own (see :func:`~lucid.optim.kernels.own_kernel`), so that it is written over the old
-    state's buffer; the rule then reads the stored value, as torch reads its state."""
-    return own_kernel(x.astype(dtype))
+    """A new state value, rounded to its stored ``dtype``, at a
+    :func:`~lucid.optim.kernels.fence` (large states get a kernel of their own, so that
+    they are written over the old state's buffer); the rule then reads the stored value,
+    as torch reads its state."""
+    return fence(x.astype(dtype))
 
 
 def lerp(a: mx.array, b: mx.array, weight: mx.array) -> mx.array:
