@@ -35,6 +35,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from .. import bounds
 from ..nn.parameter import Parameter
 from ..sparse import SparseGrad, coalesce_fixed, pad_entries
 from ..tensor import Tensor
@@ -294,6 +295,9 @@ class Optimizer:
         its compiled update, and one ``mx.eval`` runs over all new arrays together.
         """
         loss = closure() if closure is not None else None
+        # lazy index checks (lucid.bounds) raise here, before anything changes; they
+        # evaluate only the index flags, and only when some are pending
+        bounds.check_pending(at="optimizer.step()")
         plans = [self._plan(i, group) for i, group in enumerate(self.param_groups)]
 
         new_arrays: list[mx.array] = []
