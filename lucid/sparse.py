@@ -109,6 +109,16 @@ class SparseGrad:
         out._rows, out._source, out._seen = self._rows, self._source, self._seen
         return out
 
+    def _merged(self) -> SparseGrad:
+        """An equal gradient with repeated indices summed, lazily and at fixed shape
+        (:func:`coalesce_fixed`: ``nnz`` entries, each distinct row once, then padding
+        entries with zero values); keeps the rows recorded at lookup, reordered to match."""
+        index, summed, _, rows = coalesce_fixed(self.indices, self.values, self._rows)
+        out = SparseGrad._trusted(index, summed, self.shape)
+        if rows is not None:
+            out._rows, out._source, out._seen = rows, self._source, self._seen
+        return out
+
     def rows_of(self, param: Any) -> mx.array:
         """``param.data[indices]``: the rows recorded at lookup when ``param`` (a Tensor) is
         the one they were read from and its ``.data`` was not assigned since, else a

@@ -950,6 +950,14 @@ def _checked_index(index: Any, shape: tuple[int, ...]) -> Any:
         elif _is_mask(i):
             out.extend(_mask_positions(i, shape, axis))
         elif isinstance(i, (mx.array, np.ndarray)):
+            integral = mx.issubdtype(i.dtype, mx.integer) if isinstance(i, mx.array) else (
+                i.dtype.kind in "iu" or i.size == 0  # np.asarray([]) is float64
+            )  # fmt: skip
+            if not integral:  # IndexError, as in NumPy and PyTorch
+                raise IndexError(
+                    f"indexing: arrays used as indices must hold integers or bools; "
+                    f"got dtype {i.dtype}"
+                )
             out.append(bounds.checked_indices(i, n, "indexing", f"axis {axis} with size {n}"))
         else:  # slices, None; anything else is MLX's to refuse
             out.append(i)

@@ -299,6 +299,9 @@ def cross_entropy(
         spread = spread if w is None else spread * w
         smooth = -(logp * spread).sum(axis=-1)
         loss = (1.0 - eps) * loss + (eps / c) * smooth
+    # already 0 where ignored; the `where` also stops the gradient there, so that a mean
+    # over no kept target is NaN with a zero gradient (as in torch), not a NaN gradient
+    loss = where(kept, loss, 0.0)
     if reduction == "mean":
         total = kept.sum() if w is None else pick.sum()
         return loss.sum() / total.astype(input.dtype)
