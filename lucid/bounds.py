@@ -129,10 +129,11 @@ def checked_indices(
 
     ``index``: a Python int or (nested) list, a NumPy array or an ``mx.array`` (callers
     unwrap Tensors). With ``negative``, values in ``[-size, 0)`` count from the end and are
-    mapped to ``value + size``; values equal to ``ignore`` are returned unchanged. ``who``,
-    ``what`` and ``noun`` make the message: "{who}: {noun} 12 is out of range for {what}". A host
+    mapped to ``value + size``; values equal to ``ignore`` are returned unchanged. A host
     index out of range raises ``IndexError`` now; an ``mx.array`` is clamped and checked
-    lazily (see the module docstring). Raises ``TypeError`` for non-integer indices.
+    lazily (see the module docstring), unless :func:`note_range` vouches for it. Raises
+    ``TypeError`` for non-integer indices. The message reads
+    "{who}: {noun} 12 is out of range for {what} (valid: -10 to 9)".
     """
     spec = _Range(who, what, int(size), negative, ignore, noun)
     if isinstance(index, mx.array):
