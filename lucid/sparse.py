@@ -20,6 +20,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from . import bounds
+
 __all__ = ["SparseGrad", "coalesce_fixed", "pad_entries", "stamp"]
 
 
@@ -31,7 +33,10 @@ class SparseGrad:
 
     .. math:: \nabla[r, :] = \sum_{i:\ \text{indices}_i = r} \text{values}_i
 
-    Indices are not range-checked (that would need their values).
+    Indices must lie in ``[0, N)``. Host indices (a list, a NumPy array) outside it raise
+    ``IndexError`` here; ``mx.array`` indices are clamped into range and checked lazily,
+    raising by ``optimizer.step()`` at the latest (see :mod:`lucid.bounds`). Negative
+    indices are refused, as in PyTorch's sparse tensors.
 
     Adding gradients, as the autograd engine does when a parameter is used twice:
     sparse + sparse concatenates the entries (nothing is summed yet); sparse + dense
@@ -41,23 +46,39 @@ class SparseGrad:
     __slots__ = ("indices", "values", "shape", "_rows", "_source", "_seen")
 
     def __init__(self, indices: Any, values: Any, shape: tuple[int, ...]) -> None:
-        indices, values = mx.array(indices), mx.array(values)
+        host = not isinstance(indices, mx.array)
+        raw = np.asarray(indices) if host else indices
+        values = mx.array(values)
         shape = tuple(int(n) for n in shape)
         if len(shape) != 2:
             raise ValueError(f"SparseGrad: shape must be 2-D (rows, columns); got {shape}")
-        if not mx.issubdtype(indices.dtype, mx.integer) or indices.ndim != 1:
+        integral = raw.dtype.kind in "iu" if host else mx.issubdtype(raw.dtype, mx.integer)
+        if not (integral or host and raw.size == 0) or raw.ndim != 1:
             raise ValueError(
-                f"SparseGrad: indices must be a 1-D integer array; got dtype {indices.dtype}, "
-                f"shape {tuple(indices.shape)}"
+                f"SparseGrad: indices must be a 1-D integer array; got dtype {raw.dtype}, "
+                f"shape {tuple(raw.shape)}"
             )
-        if tuple(values.shape) != (indices.shape[0], shape[1]):
+        if tuple(values.shape) != (raw.shape[0], shape[1]):
             raise ValueError(
-                f"SparseGrad: values must have shape (nnz, D) = ({indices.shape[0]}, {shape[1]}); "
+                f"SparseGrad: values must have shape (nnz, D) = ({raw.shape[0]}, {shape[1]}); "
                 f"got {tuple(values.shape)}"
             )
+        what = f"a gradient of shape {shape}"
+        index = bounds.checked_indices(raw, shape[0], "SparseGrad", what, negative=False)
+        self._set(index, values, shape)
+
+    @classmethod
+    def _trusted(cls, indices: mx.array, values: mx.array, shape: tuple[int, int]) -> SparseGrad:
+        """A SparseGrad from arrays lucid built itself, with indices known to lie in range
+        (an embedding's, already checked): no validation, nothing added to the graph."""
+        out = cls.__new__(cls)
+        out._set(indices, values, shape)
+        return out
+
+    def _set(self, indices: mx.array, values: mx.array, shape: tuple[int, int]) -> None:
         self.indices: mx.array = indices
         self.values: mx.array = values
-        self.shape: tuple[int, int] = shape  # type: ignore[assignment]
+        self.shape: tuple[int, int] = shape
         # The parameter's rows at `indices`, as the forward lookup read them, with a weak
         # reference to the Tensor they were read from and what its .data was then. The
         # optimizer uses them only while that is still the Tensor's .data (coupled weight
@@ -80,6 +101,23 @@ class SparseGrad:
         """Record ``rows``, read from Tensor ``source`` when its :func:`stamp` was ``seen``."""
         self._rows, self._source, self._seen = rows, weakref.ref(source), seen
         return self
+
+    def _with_values(self, values: mx.array) -> SparseGrad:
+        """The same entries with new ``values`` (a scaled gradient), keeping the rows
+        recorded at lookup, so that the optimizer still needs no second gather."""
+        out = SparseGrad._trusted(self.indices, values, self.shape)
+        out._rows, out._source, out._seen = self._rows, self._source, self._seen
+        return out
+
+    def _merged(self) -> SparseGrad:
+        """An equal gradient with repeated indices summed, lazily and at fixed shape
+        (:func:`coalesce_fixed`: ``nnz`` entries, each distinct row once, then padding
+        entries with zero values); keeps the rows recorded at lookup, reordered to match."""
+        index, summed, _, rows = coalesce_fixed(self.indices, self.values, self._rows)
+        out = SparseGrad._trusted(index, summed, self.shape)
+        if rows is not None:
+            out._rows, out._source, out._seen = rows, self._source, self._seen
+        return out
 
     def rows_of(self, param: Any) -> mx.array:
         """``param.data[indices]``: the rows recorded at lookup when ``param`` (a Tensor) is
@@ -104,13 +142,13 @@ class SparseGrad:
         unique, inverse = np.unique(idx, return_inverse=True)
         summed = mx.zeros((len(unique), self.shape[1]), dtype=self.dtype)
         summed = summed.at[mx.array(inverse.reshape(-1))].add(self.values)
-        return SparseGrad(mx.array(unique.astype(idx.dtype)), summed, self.shape)
+        return SparseGrad._trusted(mx.array(unique.astype(idx.dtype)), summed, self.shape)
 
     def __add__(self, other: Any) -> Any:
         if isinstance(other, SparseGrad):
             if other.shape != self.shape:
                 raise ValueError(f"SparseGrad: cannot add shapes {self.shape} and {other.shape}")
-            out = SparseGrad(
+            out = SparseGrad._trusted(
                 mx.concatenate([self.indices, other.indices.astype(self.indices.dtype)]),
                 mx.concatenate([self.values, other.values.astype(self.dtype)]),
                 self.shape,

@@ -12,6 +12,7 @@ optimizer's step evaluates them all at once.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import inspect
 import math
@@ -21,6 +22,8 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
+
+from . import bounds
 
 __all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "unbroadcast"]
 
@@ -264,9 +267,12 @@ class Tensor:
     def detach(self) -> Tensor:
         return Tensor(self.data)
 
+    # Reading values raises for any lazy index check still pending (lucid.bounds), with
+    # the flags evaluated in the same mx.eval as the value.
     def numpy(self) -> np.ndarray:
         if self.dtype == mx.bfloat16:
             raise TypeError("numpy(): NumPy has no bfloat16; call .astype(lucid.float32) first")
+        bounds.check_pending(self.data, at="Tensor.numpy()")
         return np.array(self.data)
 
     def item(self) -> float | int | bool:
@@ -274,9 +280,11 @@ class Tensor:
             raise ValueError(
                 f"item(): only a one-element tensor has an item; shape is {self.shape}"
             )
+        bounds.check_pending(self.data, at="Tensor.item()")
         return self.data.item()
 
     def tolist(self) -> Any:
+        bounds.check_pending(self.data, at="Tensor.tolist()")
         return self.data.tolist()
 
     def __float__(self) -> float:
@@ -901,43 +909,94 @@ def flatten(a: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
 # --------------------------------------------------------------------------- indexing and joining
 
 
-def _index_data(index: Any) -> Any:
-    if isinstance(index, tuple):
-        return tuple(_index_data(i) for i in index)
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, (list, np.ndarray)):
-        return _to_array(index)
-    return index
+def _is_mask(i: Any) -> bool:
+    return isinstance(i, (mx.array, np.ndarray)) and i.dtype in (mx.bool_, np.bool_)
 
 
-def _check_int_bounds(index: Any, shape: tuple[int, ...]) -> None:
-    """Raise IndexError for a Python int out of range: MLX reads past the end instead.
+def _checked_index(index: Any, shape: tuple[int, ...]) -> Any:
+    """``index`` made safe for MLX, which reads and writes out of range without a word.
 
-    Integer index arrays are not checked, since that would need their values.
+    Python ints are checked against their axis; integer arrays (lists, NumPy, mx.array,
+    Tensor; also inside tuples with slices, None and Ellipsis) go through
+    :func:`lucid.bounds.checked_indices`, which raises at once for host indices and clamps
+    and checks lazily for ``mx.array`` ones, and comes back with negatives counted from the
+    end; a boolean mask becomes the integer arrays of its True positions (this reads it).
     """
-    items = index if isinstance(index, tuple) else (index,)
-    axis = 0
+    items = list(index) if isinstance(index, tuple) else [index]
     for k, i in enumerate(items):
+        if isinstance(i, Tensor):
+            items[k] = i.data
+        elif isinstance(i, (list, tuple)):  # a sequence inside an index is an array, as in NumPy
+            items[k] = np.asarray(i)
+    widths = [0 if i is None or i is Ellipsis else i.ndim if _is_mask(i) else 1 for i in items]
+    if builtins.sum(widths) > len(shape):
+        raise IndexError(
+            f"too many indices for a tensor of dimension {len(shape)}: {builtins.sum(widths)}"
+        )
+    if builtins.sum(i is Ellipsis for i in items) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    out: list[Any] = []
+    axis = 0
+    for i, width in zip(items, widths, strict=True):
         if i is Ellipsis:  # the axes indexed after `...` are counted from the end
-            axis = len(shape) - len([j for j in items[k + 1 :] if j is not None])
-        elif i is not None:
-            is_int = isinstance(i, (int, np.integer)) and not isinstance(i, bool)
-            if is_int and axis < len(shape) and not -shape[axis] <= i < shape[axis]:
+            axis += len(shape) - builtins.sum(widths)
+            out.append(i)
+            continue
+        n = shape[axis] if axis < len(shape) else 0
+        if isinstance(i, (int, np.integer)) and not isinstance(i, bool):
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
+            out.append(int(i))
+        elif _is_mask(i):
+            out.extend(_mask_positions(i, shape, axis))
+        elif isinstance(i, (mx.array, np.ndarray)):
+            integral = mx.issubdtype(i.dtype, mx.integer) if isinstance(i, mx.array) else (
+                i.dtype.kind in "iu" or i.size == 0  # np.asarray([]) is float64
+            )  # fmt: skip
+            if not integral:  # IndexError, as in NumPy and PyTorch
                 raise IndexError(
-                    f"index {i} is out of bounds for axis {axis} with size {shape[axis]}"
+                    f"indexing: arrays used as indices must hold integers or bools; "
+                    f"got dtype {i.dtype}"
                 )
-            axis += 1
+            out.append(bounds.checked_indices(i, n, "indexing", f"axis {axis} with size {n}"))
+        else:  # slices, None; anything else is MLX's to refuse
+            out.append(i)
+        axis += width
+    return tuple(out) if isinstance(index, tuple) or len(out) != 1 else out[0]
+
+
+def _mask_positions(mask: Any, shape: tuple[int, ...], axis: int) -> list[mx.array]:
+    """The integer indices of ``mask``'s True entries, one array per axis it covers."""
+    covered = tuple(shape[axis : axis + mask.ndim])
+    if mask.ndim == 0 or tuple(mask.shape) != covered:
+        raise IndexError(
+            f"indexing: the boolean mask has shape {tuple(mask.shape)}, but the axes it indexes "
+            f"(from axis {axis}) have shape {covered}"
+        )
+    return [mx.array(p.astype(np.int32)) for p in np.nonzero(np.asarray(mask))]
 
 
 def getitem(a: Tensor, index: Any) -> Tensor:
-    """``a[index]`` for ints, slices, None, Ellipsis and integer index arrays.
+    """``a[index]`` for ints, slices, None, Ellipsis, integer index arrays and boolean masks.
+
+    Every index is range-checked (see :mod:`lucid.bounds`): a bad Python int, list or NumPy
+    index raises ``IndexError`` here; an ``mx.array`` or Tensor index is clamped into range
+    and checked lazily, raising by ``optimizer.step()``, ``.item()`` or ``.numpy()`` at the
+    latest. Negative array indices count from the end, as in NumPy and PyTorch.
+
+    A boolean mask (a bool Tensor, mx.array, NumPy array or list whose shape equals the
+    axes it indexes) selects the True positions, as in NumPy: ``a[mask]`` has shape
+    ``(mask.sum(), *a.shape[mask.ndim:])``. The output's shape depends on the mask's values,
+    so a mask that is an mx.array or Tensor is evaluated here: **a synchronisation**.
 
     The backward scatters the gradient into zeros with ``.at[].add``, so an index
     repeated k times receives k contributions.
     """
-    _check_int_bounds(index, a.shape)
-    idx = _index_data(index)
+    return _gather(a, _checked_index(index, a.shape))
+
+
+def _gather(a: Tensor, idx: Any) -> Tensor:
+    """``a[idx]`` with its backward, for an ``idx`` already made safe by the caller."""
     out = a.data[idx]
     src = a.shape
 

@@ -174,3 +174,98 @@ def test_clip_rejects(call, error, match):
     with pytest.raises(error, match=match):
         call(ours)
     assert all(p.grad is g for p, g in zip(ours, before, strict=True))
+
+
+# ----------------------------------------------------------------------------- row-sparse
+# torch 2.13 refuses sparse gradients in both functions (no sparse linalg_vector_norm or
+# clamp_), so the reference is torch's clipping of the dense equivalent of the gradient
+# that torch.nn.Embedding(sparse=True) produced: exactly what a sparse clip must equal.
+
+ROWS, DIM = 7, 3
+LOOKUPS = np.array([1, 4, 1, 1, 6, 4, 0])  # rows 1 and 4 repeat: their norm is not additive
+
+
+def _sparse_pair(scale: float, seed: int = 0):
+    """An embedding (sparse) and a linear layer, in lucid and torch with the same weights,
+    after one backward of the same loss: lucid's embedding grad is a SparseGrad, torch's a
+    sparse COO tensor with repeated indices."""
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((ROWS, DIM)).astype(np.float32)
+    w = rng.standard_normal((2, DIM)).astype(np.float32)
+    upstream = (scale * rng.standard_normal((len(LOOKUPS), 2))).astype(np.float32)
+
+    emb, lin = lucid.nn.Embedding(ROWS, DIM, sparse=True), lucid.nn.Linear(DIM, 2)
+    emb.weight.data, lin.weight.data, lin.bias.data = mx.array(table), mx.array(w), mx.zeros(2)
+    lin(emb(LOOKUPS)).backward(upstream)
+
+    t_emb, t_lin = torch.nn.Embedding(ROWS, DIM, sparse=True), torch.nn.Linear(DIM, 2)
+    with torch.no_grad():
+        t_emb.weight.copy_(torch.from_numpy(table))
+        t_lin.weight.copy_(torch.from_numpy(w))
+        t_lin.bias.zero_()
+    t_lin(t_emb(torch.from_numpy(LOOKUPS))).backward(torch.from_numpy(upstream))
+    assert t_emb.weight.grad.is_sparse and not t_emb.weight.grad.is_coalesced()
+    t_emb.weight.grad = t_emb.weight.grad.to_dense()  # the reference's only change
+    return [emb.weight, lin.weight, lin.bias], [t_emb.weight, t_lin.weight, t_lin.bias]
+
+
+def _assert_mixed_grads_match(ours, theirs) -> None:
+    assert isinstance(ours[0].grad, lucid.SparseGrad)  # still row-sparse, never densified
+    assert ours[0].grad.nnz == len(LOOKUPS)
+    np.testing.assert_allclose(
+        np.array(ours[0].grad.to_dense()), theirs[0].grad.numpy(), rtol=1e-5, atol=1e-7
+    )
+    _assert_grads_match(ours[1:], theirs[1:])
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])
+def test_clip_grad_norm_sparse_matches_torch_on_the_dense_equivalent(norm_type, max_norm):
+    ours, theirs = _sparse_pair(scale=2.0)
+    total = clip_grad_norm_(ours, max_norm, norm_type=norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, norm_type=norm_type)
+    np.testing.assert_allclose(total.item(), expected.item(), rtol=1e-5)
+    _assert_mixed_grads_match(ours, theirs)
+
+
+def test_clip_grad_norm_sparse_sums_repeats_before_the_norm():
+    p = lucid.nn.Parameter(np.zeros((3, 2), dtype=np.float32))
+    p.grad = lucid.SparseGrad([1, 1], np.array([[3.0, 0.0], [1.0, 0.0]], np.float32), (3, 2))
+    assert clip_grad_norm_([p], 1e3).item() == pytest.approx(4.0)  # ||(4, 0)||, not 3 + 1
+
+
+@pytest.mark.parametrize("clip_value", [0.0, 0.3, 1.5, 100.0])
+def test_clip_grad_value_sparse_clamps_the_summed_rows(clip_value):
+    ours, theirs = _sparse_pair(scale=1.0)
+    clip_grad_value_(ours, clip_value)
+    torch.nn.utils.clip_grad_value_(theirs, clip_value)
+    _assert_mixed_grads_match(ours, theirs)
+
+
+def test_sparse_clip_then_adagrad_step_matches_torch():
+    """The clipped SparseGrad keeps the rows recorded at lookup and drives the row-sparse
+    step; torch steps its dense equivalent (zero rows change nothing in Adagrad)."""
+    ours, theirs = _sparse_pair(scale=3.0)
+    clip_grad_norm_(ours, 0.5)
+    assert ours[0].grad._rows is not None
+    torch.nn.utils.clip_grad_norm_(theirs, 0.5)
+    lucid.optim.Adagrad(ours, lr=0.1).step()
+    torch.optim.Adagrad(theirs, lr=0.1).step()
+    for p, t in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(p.numpy(), t.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [lambda ps: clip_grad_norm_(ps, 0.1), lambda ps: clip_grad_value_(ps, 0.1)],
+    ids=["norm", "value"],
+)
+def test_sparse_clipping_is_lazy(monkeypatch, clip):
+    ours, _ = _sparse_pair(scale=2.0)
+    for name in ("eval", "async_eval"):
+        monkeypatch.setattr(mx, name, _no_eval)
+    monkeypatch.setattr(mx.array, "item", _no_eval)
+    monkeypatch.setattr(mx.array, "tolist", _no_eval)
+    clip(ours)
+    monkeypatch.undo()
+    assert np.isfinite(np.array(ours[0].grad.to_dense())).all()

@@ -126,7 +126,8 @@ def test_tensor_dataset_batches_with_one_gather_per_tensor(monkeypatch):
     monkeypatch.setattr(TensorDataset, "__getitem__", spy)
     list(DataLoader(ds, batch_size=4, shuffle=True, seed=0))
     assert len(calls) == 2  # one call per batch, each an index array, no per-sample loop
-    assert all(isinstance(c, mx.array) and c.shape == (4,) for c in calls)
+    # NumPy indices, so that lucid.bounds checks them on the host (no lazy flag)
+    assert all(isinstance(c, np.ndarray) and c.shape == (4,) for c in calls)
 
 
 def test_generic_dataset_is_stacked():

@@ -130,6 +130,20 @@ VALIDATION = [
     ("mse_reduction", lambda: nn.MSELoss(reduction="avg"), ValueError, ["reduction", "'avg'"]),
     ("ce_reduction", lambda: nn.CrossEntropyLoss("max"), ValueError, ["reduction", "'max'"]),
     ("ce_ignore", lambda: nn.CrossEntropyLoss(ignore_index=None), TypeError, ["ignore_index"]),
+    ("ce_smoothing", lambda: nn.CrossEntropyLoss(label_smoothing=1.5), ValueError, ["1.5"]),
+    ("ce_weight_int", lambda: nn.CrossEntropyLoss(weight=[1, 2]), ValueError, ["weight", "int32"]),
+    (
+        "ce_weight_shape",
+        lambda: F.cross_entropy(lucid.ones(2, 3), [0, 1], weight=np.ones(4, np.float32)),
+        ValueError,
+        ["weight", "(3,)", "(4,)"],
+    ),
+    (
+        "ce_fn_smoothing",
+        lambda: F.cross_entropy(lucid.ones(2, 3), [0, 1], label_smoothing=-0.1),
+        ValueError,
+        ["label_smoothing", "-0.1"],
+    ),
     (
         "fn_reduction",
         lambda: F.l1_loss(lucid.ones(2), lucid.ones(2), reduction="avg"),

@@ -131,6 +131,42 @@ def _ce_targets(n: int, c: int, ignore: int | None = None) -> np.ndarray:
 
 
 _LOGITS = randn(6, 5, scale=3)
+_CLASS_WEIGHTS = _rng.uniform(0.2, 3.0, size=5).astype(np.float32)
+
+
+def _ce(lib: Any, reduction: str, weighted: bool = False, **kw: Any) -> Any:
+    """CrossEntropyLoss of either library; class weights given as each one takes them."""
+    if weighted:
+        w = _CLASS_WEIGHTS
+        kw["weight"] = torch.from_numpy(w.copy()) if lib is torch.nn else w
+    return lib.CrossEntropyLoss(reduction=reduction, **kw)
+
+
+# weight, label_smoothing and ignore_index in every combination, with ignored targets
+# both outside the classes (-100, -1) and inside them (0, a class whose rows drop out)
+_CE_CASES = [
+    ("cross_entropy_weight", dict(weighted=True), _ce_targets(6, 5)),
+    ("cross_entropy_smooth", dict(label_smoothing=0.1), _ce_targets(6, 5)),
+    ("cross_entropy_smooth_full", dict(label_smoothing=1.0), _ce_targets(6, 5)),
+    ("cross_entropy_weight_smooth", dict(weighted=True, label_smoothing=0.25), _ce_targets(6, 5)),
+    ("cross_entropy_weight_ignore", dict(weighted=True), _ce_targets(6, 5, -100)),
+    ("cross_entropy_smooth_ignore", dict(label_smoothing=0.2), _ce_targets(6, 5, -100)),
+    (
+        "cross_entropy_weight_smooth_ignore",
+        dict(weighted=True, label_smoothing=0.3, ignore_index=-1),
+        _ce_targets(6, 5, -1),
+    ),
+    (
+        "cross_entropy_ignore_a_class",
+        dict(weighted=True, label_smoothing=0.1, ignore_index=0),
+        _ce_targets(6, 5, 0),
+    ),
+    (  # the mean divides by zero: NaN, as in torch
+        "cross_entropy_all_ignored",
+        dict(weighted=True, label_smoothing=0.1),
+        np.full(6, -100, dtype=np.int64),
+    ),
+]
 _BCE_LOGITS = np.array([[-60.0, -3.0, 0.0, 0.0], [0.5, 2.0, 30.0, 90.0]], dtype=np.float32)
 _PROBS = _rng.uniform(size=(2, 4)).astype(np.float32)
 
@@ -146,6 +182,10 @@ LOSSES = [
             lambda lib, r: lib.CrossEntropyLoss(reduction=r, ignore_index=-1),
             [_LOGITS, _ce_targets(6, 5, ignore=-1)],
         ),
+        *[
+            (name, lambda lib, r, kw=kw: _ce(lib, r, **kw), [_LOGITS, targets])
+            for name, kw, targets in _CE_CASES
+        ],
         ("bce_logits", lambda lib, r: lib.BCEWithLogitsLoss(reduction=r), [_BCE_LOGITS, _PROBS]),
         (
             "bce_logits_hard",

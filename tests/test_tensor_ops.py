@@ -209,6 +209,13 @@ OPS = [
         (3, 4),
     ),
     _case("index-array-axis1", lambda a: a[:, IDX], lambda a: a[:, mx.array(IDX)], (2, 3)),
+    _case(
+        "index-negative-list",
+        lambda a: a[[-1, 0, -3]],
+        lambda a: a[mx.array([2, 0, 0])],
+        (3, 4),
+    ),
+    _same("index-negative-mx", lambda a: a[..., mx.array([-1, 1, -1])], (2, 3)),
     # ---- joining, including one tensor joined with itself
     _case(
         "concatenate",
@@ -311,3 +318,56 @@ TIES = [
 @pytest.mark.filterwarnings("ignore:.*degrees of freedom is <= 0")
 def test_subgradient_matches_torch(lucid_fn, torch_fn, inputs):
     check_against_torch(lucid_fn, torch_fn, *inputs)
+
+
+# --------------------------------------------------------------------------- boolean masks
+# PyTorch is the reference: MLX has no boolean-mask indexing (the output shape depends on
+# the mask's values). Every mask form a user may pass, alone and inside a tuple.
+
+_X = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
+ROW_MASK = np.array([True, False, True, True])
+FULL_MASK = _X > 0
+COL_MASK = np.array([False, True, True])
+
+MASKS = [
+    ("rows-numpy", lambda a: a[ROW_MASK], lambda t: t[torch.from_numpy(ROW_MASK)]),
+    ("rows-list", lambda a: a[ROW_MASK.tolist()], lambda t: t[ROW_MASK.tolist()]),
+    ("rows-mx", lambda a: a[mx.array(ROW_MASK)], lambda t: t[torch.from_numpy(ROW_MASK)]),
+    ("full-tensor", lambda a: a[a > 0], lambda t: t[t > 0]),
+    ("full-numpy", lambda a: a[FULL_MASK], lambda t: t[torch.from_numpy(FULL_MASK)]),
+    ("cols-in-tuple", lambda a: a[:, COL_MASK], lambda t: t[:, torch.from_numpy(COL_MASK)]),
+    ("rows-then-slice", lambda a: a[ROW_MASK, 1:], lambda t: t[torch.from_numpy(ROW_MASK), 1:]),
+    ("ellipsis-cols", lambda a: a[..., COL_MASK], lambda t: t[..., torch.from_numpy(COL_MASK)]),
+    ("none-selected", lambda a: a[np.zeros(4, bool)], lambda t: t[torch.zeros(4, dtype=bool)]),
+]
+
+
+@pytest.mark.parametrize(("lucid_fn", "torch_fn"), [pytest.param(f, g, id=i) for i, f, g in MASKS])
+def test_boolean_mask_matches_torch(lucid_fn, torch_fn):
+    x = lucid.tensor(_X, requires_grad=True)
+    t = torch.tensor(_X, requires_grad=True)
+    out, ref = lucid_fn(x), torch_fn(t)
+    assert out.shape == tuple(ref.shape)
+    np.testing.assert_array_equal(out.numpy(), ref.detach().numpy())
+    cotangent = np.random.default_rng(4).standard_normal(out.shape).astype(np.float32)
+    out.backward(cotangent)
+    ref.backward(torch.from_numpy(cotangent))
+    np.testing.assert_array_equal(x.grad.numpy(), t.grad.numpy())
+
+
+@pytest.mark.parametrize(
+    ("index", "fragments"),
+    [
+        (np.ones(3, bool), ["mask has shape (3,)", "shape (4,)"]),
+        (np.ones((4, 2), bool), ["(4, 2)", "(4, 3)"]),
+        ((slice(None), np.ones(4, bool)), ["(4,)", "from axis 1", "(3,)"]),
+        (np.ones((4, 3, 1), bool), ["too many indices"]),
+        (mx.array(True), ["mask has shape ()"]),
+    ],
+    ids=["short", "2d-wrong", "axis1-wrong", "too-deep", "0-d"],
+)
+def test_boolean_mask_of_the_wrong_shape_raises(index, fragments):
+    with pytest.raises(IndexError) as info:
+        lucid.tensor(_X)[index]
+    for fragment in fragments:
+        assert fragment in str(info.value)

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
+from .. import bounds
 from ..sparse import SparseGrad, stamp
-from ..tensor import Tensor, _result, _to_array, logsumexp, reshape, sqrt, stack, where
+from ..tensor import Tensor, _gather, _result, _to_array, logsumexp, reshape, sqrt, stack, where
 from ..tensor import gelu as _gelu_exact
 from ..tensor import log_softmax as _log_softmax
 from ..tensor import relu as _relu
@@ -56,11 +58,20 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return out if bias is None else out + bias
 
 
-def _indices(input: Any, who: str) -> mx.array:
-    idx = _to_array(input)
-    if not mx.issubdtype(idx.dtype, mx.integer):
-        raise TypeError(f"{who}: input must hold integer indices; got dtype {idx.dtype}")
-    return idx
+def _indices(input: Any, who: str) -> Any:
+    """``input`` as an ``mx.array`` or a NumPy array of integers (host data stays on the
+    host, so that :mod:`lucid.bounds` can check it there)."""
+    idx = input.data if isinstance(input, Tensor) else input
+    if not isinstance(idx, mx.array):
+        idx = np.asarray(idx)
+        if idx.dtype.kind == "f" and idx.size == 0:  # np.asarray([]) is float64
+            idx = idx.astype(np.int32)
+    if isinstance(idx, mx.array) and mx.issubdtype(idx.dtype, mx.integer):
+        return idx
+    if isinstance(idx, np.ndarray) and idx.dtype.kind in "iu":
+        return idx
+    shown = _to_array(idx).dtype  # as lucid would store it (NumPy float64 becomes float32)
+    raise TypeError(f"{who}: input must hold integer indices; got dtype {shown}")
 
 
 def embedding(
@@ -68,17 +79,26 @@ def embedding(
 ) -> Tensor:
     """Look up rows: ``out[..., :] = weight[input[...], :]``; output shape ``input.shape + (D,)``.
 
-    ``input`` is an integer Tensor, NumPy or mx array (or nested list). The gradient w.r.t.
-    ``weight`` scatter-adds each output row into the row it came from: a dense array, or
-    with ``sparse=True`` a :class:`lucid.SparseGrad` (one entry per lookup, repeats not yet
-    merged). With ``padding_idx`` set, that row still appears in the output but receives
-    no gradient (sparse: its entries carry zeros). Indices are not range-checked (checking
-    would force evaluation).
+    ``input`` is an integer Tensor, NumPy or mx array (or nested list). Indices in
+    ``[-N, N)`` are valid, negatives counting from the end (PyTorch refuses negatives).
+    Anything else raises ``IndexError`` naming the value: at once for host indices (lists,
+    NumPy), and for an ``mx.array`` or Tensor by ``optimizer.step()``, ``.item()`` or
+    ``.numpy()`` at the latest; until then the lookup reads clamped, in-range rows (see
+    :mod:`lucid.bounds`).
+
+    The gradient w.r.t. ``weight`` scatter-adds each output row into the row it came from:
+    a dense array, or with ``sparse=True`` a :class:`lucid.SparseGrad` (one entry per
+    lookup, repeats not yet merged). With ``padding_idx`` set, that row still appears in
+    the output but receives no gradient (sparse: its entries carry zeros).
     """
-    idx = _indices(input, "embedding()")
+    n = weight.shape[0]
+    raw = _indices(input, "embedding()")
+    idx = bounds.checked_indices(raw, n, "embedding()", f"an embedding with {n} rows")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += n  # the indices are counted from the start now
     if sparse:
         return _sparse_embedding(idx, weight, padding_idx)
-    rows = weight[idx]
+    rows = _gather(weight, idx)
     if padding_idx is None:
         return rows
     # Same values either way; only the branch taken from `rows` carries a gradient.
@@ -88,10 +108,7 @@ def embedding(
 
 def _sparse_embedding(idx: mx.array, weight: Tensor, padding_idx: int | None) -> Tensor:
     shape = tuple(weight.shape)
-    flat = idx.reshape(-1)
-    # negative indices count from the end, as in the dense lookup; the optimizer merges
-    # repeats by index value, so -1 and N-1 must be the same row there
-    flat = mx.where(flat < 0, flat + shape[0], flat)
+    flat = idx.reshape(-1)  # in [0, N): negatives were mapped, so -1 and N-1 merge as one row
     out = weight.data[flat]
     dtype, seen = weight.dtype, stamp(weight)  # as they are now, not at backward time
 
@@ -101,7 +118,8 @@ def _sparse_embedding(idx: mx.array, weight: Tensor, padding_idx: int | None) ->
             values = mx.where(mx.expand_dims(flat != padding_idx, -1), values, 0)
         # the looked-up rows ride along: coupled weight decay needs them, and gathering
         # them again in the step would make MLX copy the table (see lucid.sparse)
-        return (SparseGrad(flat, values, shape)._with_rows(out, weight, seen),)
+        grad = SparseGrad._trusted(flat, values, shape)
+        return (grad._with_rows(out, weight, seen),)
 
     result = _result(out, (weight,), backward, "embedding")
     return reshape(result, (*idx.shape, shape[1])) if idx.ndim != 1 else result
@@ -219,34 +237,85 @@ def l1_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
 
 
 def cross_entropy(
-    input: Tensor, target: Any, reduction: str = "mean", ignore_index: int = -100
+    input: Tensor,
+    target: Any,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    *,
+    weight: Any = None,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
-    """Softmax cross-entropy of logits ``(N, C)`` against class indices ``(N,)``:
+    r"""Softmax cross-entropy of logits ``(N, C)`` against class indices ``(N,)``.
 
-    ``loss_n = -log softmax(x_n)[y_n] = logsumexp(x_n) - x_n[y_n]``.
+    With ``p = log_softmax(x)``, class weights ``w`` (all 1 when ``weight`` is None),
+    ``eps = label_smoothing`` and ``k_n = 0`` where ``y_n == ignore_index`` (else 1):
 
-    Targets equal to ``ignore_index`` contribute 0 and are left out of the mean (which then
-    divides by the number of kept targets, as in PyTorch). Differences from PyTorch: only
-    ``(N, C)`` logits with integer targets; no class weights, probability targets or label
-    smoothing; class indices are not range-checked (checking would force evaluation).
+    .. math::
+
+        \ell_n = k_n \Big[ (1 - \epsilon)\, w_{y_n} (-p_{n, y_n})
+                 + \frac{\epsilon}{C} \sum_c w_c (-p_{n, c}) \Big]
+
+    ``"sum"`` adds the ``\ell_n``; ``"mean"`` divides that sum by ``\sum_n k_n w_{y_n}``
+    (the number of kept targets without weights), as PyTorch does for both terms; all
+    targets ignored gives NaN, as in PyTorch. ``"none"`` returns ``\ell``.
+
+    Targets must lie in ``[0, C)`` or equal ``ignore_index``; anything else (7 for 3
+    classes, -1) raises ``IndexError`` naming it, at once for host targets (lists, NumPy)
+    and by ``optimizer.step()``, ``.item()`` or ``.numpy()`` at the latest for an
+    ``mx.array`` or Tensor (see :mod:`lucid.bounds`). No gather is involved: the target
+    class is picked with a one-hot mask, so memory is safe whatever the targets are.
+
+    Differences from PyTorch: only ``(N, C)`` logits with integer targets (no probability
+    targets, no extra dimensions); ``weight`` and ``label_smoothing`` are keyword-only,
+    since ``reduction`` is lucid's third positional argument; ``weight`` receives no
+    gradient (PyTorch does not implement one either).
     """
     _check.reduction("cross_entropy()", reduction)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"cross_entropy(): ignore_index must be an int; got {ignore_index!r}")
+    eps = _check.probability("cross_entropy()", "label_smoothing", label_smoothing)
     if input.ndim != 2:
         raise ValueError(
             f"cross_entropy(): input must be logits of shape (N, C); got {input.shape}"
         )
-    labels = _indices(target, "cross_entropy()")
-    if labels.shape != input.shape[:1]:
+    n, c = input.shape
+    raw = _indices(target, "cross_entropy()")
+    if tuple(raw.shape) != (n,):
         raise ValueError(
-            f"cross_entropy(): target shape {tuple(labels.shape)} must be (N,) = {input.shape[:1]}"
+            f"cross_entropy(): target shape {tuple(raw.shape)} must be (N,) = {input.shape[:1]}"
         )
+    labels = bounds.checked_indices(
+        raw, c, "cross_entropy()", f"{c} classes", negative=False, ignore=ignore_index,
+        noun="target",
+    )  # fmt: skip
+    w = None if weight is None else _class_weights(weight, c, input.dtype)
     kept = labels != ignore_index
-    safe = mx.where(kept, labels, 0)  # any valid class; those rows are zeroed below
-    nll = -log_softmax(input, axis=-1)[mx.arange(input.shape[0]), safe]
-    nll = where(kept, nll, 0.0)
+    hit = (mx.expand_dims(labels, -1) == mx.arange(c)) & mx.expand_dims(kept, -1)
+    pick = hit.astype(input.dtype) if w is None else mx.where(hit, w, 0)  # k_n w_{y_n} one-hot
+    logp = log_softmax(input, axis=-1)
+    loss = -(logp * pick).sum(axis=-1)
+    if eps > 0.0:
+        spread = mx.expand_dims(kept.astype(input.dtype), -1)
+        spread = spread if w is None else spread * w
+        smooth = -(logp * spread).sum(axis=-1)
+        loss = (1.0 - eps) * loss + (eps / c) * smooth
+    # already 0 where ignored; the `where` also stops the gradient there, so that a mean
+    # over no kept target is NaN with a zero gradient (as in torch), not a NaN gradient
+    loss = where(kept, loss, 0.0)
     if reduction == "mean":
-        return nll.sum() / kept.sum().astype(input.dtype)
-    return _reduce(nll, reduction)
+        total = kept.sum() if w is None else pick.sum()
+        return loss.sum() / total.astype(input.dtype)
+    return _reduce(loss, reduction)
+
+
+def _class_weights(weight: Any, classes: int, dtype: mx.Dtype) -> mx.array:
+    w = _to_array(weight.data if isinstance(weight, Tensor) else weight)
+    if not mx.issubdtype(w.dtype, mx.floating) or tuple(w.shape) != (classes,):
+        raise ValueError(
+            f"cross_entropy(): weight must be a floating array of shape (C,) = ({classes},); "
+            f"got dtype {w.dtype}, shape {tuple(w.shape)}"
+        )
+    return w.astype(dtype)
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlx.core as mx
+
 from ..tensor import Tensor
 from . import _validation as _check
 from . import functional as F
@@ -39,17 +41,53 @@ class L1Loss(_Loss):
 
 class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy ``logsumexp(x_n) - x_n[y_n]`` of logits ``(N, C)`` against class
-    indices ``(N,)``; targets equal to ``ignore_index`` (default -100) are skipped. See
-    :func:`~lucid.nn.functional.cross_entropy`."""
+    indices ``(N,)``; targets equal to ``ignore_index`` (default -100) are skipped. Optional
+    class ``weight`` (shape ``(C,)``, stored as a buffer as in PyTorch) and
+    ``label_smoothing`` in ``[0, 1]``, both keyword-only. Targets outside ``[0, C)`` raise
+    ``IndexError``. See :func:`~lucid.nn.functional.cross_entropy` for the formula."""
 
-    def __init__(self, reduction: str = "mean", ignore_index: int = -100) -> None:
+    def __init__(
+        self,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        *,
+        weight: Any = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__(reduction)
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
             raise TypeError(f"CrossEntropyLoss: ignore_index must be an int; got {ignore_index!r}")
         self.ignore_index = ignore_index
+        self.label_smoothing = _check.probability(
+            "CrossEntropyLoss", "label_smoothing", label_smoothing
+        )
+        if weight is not None:
+            w = weight if isinstance(weight, Tensor) else Tensor(weight)
+            if w.ndim != 1 or not mx.issubdtype(w.dtype, mx.floating):
+                raise ValueError(
+                    f"CrossEntropyLoss: weight must be a 1-D floating array (one per class); "
+                    f"got dtype {w.dtype}, shape {w.shape}"
+                )
+            weight = w.detach()
+        self.register_buffer("weight", weight)
 
     def forward(self, input: Tensor, target: Any) -> Tensor:
-        return F.cross_entropy(input, target, self.reduction, self.ignore_index)
+        return F.cross_entropy(
+            input,
+            target,
+            self.reduction,
+            self.ignore_index,
+            weight=self.weight,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if self.ignore_index != -100:
+            text += f", ignore_index={self.ignore_index}"
+        if self.label_smoothing:
+            text += f", label_smoothing={self.label_smoothing}"
+        return text
 
 
 class BCEWithLogitsLoss(_Loss):

@@ -4,6 +4,12 @@ Both functions stay lazy: they build MLX graphs and never call ``mx.eval``, so
 clipping fuses into the optimizer step that evaluates everything at once. The one
 exception is ``clip_grad_norm_(..., error_if_nonfinite=True)``, which has to look
 at the norm's value to decide whether to raise.
+
+A gradient may be dense (a Tensor) or row-sparse (a :class:`lucid.SparseGrad`, from
+``nn.Embedding(..., sparse=True)``). A row-sparse gradient is the sum of its entries, so
+both functions work on its coalesced rows (repeated indices summed first, lazily and at
+fixed shape by :func:`lucid.sparse.coalesce_fixed`), never on a table-sized array, and the
+clipped gradient is again a SparseGrad.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Iterable
 
 import mlx.core as mx
 
+from ..sparse import SparseGrad
 from ..tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_"]
@@ -29,12 +36,19 @@ def _with_grads(parameters: Parameters, fn: str) -> list[Tensor]:
             raise TypeError(f"{fn}: parameters[{i}] must be a Tensor; got {type(p).__name__}")
         if p.grad is None:
             continue
-        if not isinstance(p.grad, Tensor):
+        if not isinstance(p.grad, (Tensor, SparseGrad)):
             raise TypeError(
-                f"{fn}: parameters[{i}].grad must be a dense Tensor; got {type(p.grad).__name__}"
+                f"{fn}: parameters[{i}].grad must be a Tensor or a lucid.SparseGrad; "
+                f"got {type(p.grad).__name__}"
             )
         out.append(p)
     return out
+
+
+def _grad_norm(g: Tensor | SparseGrad, p: float) -> mx.array:
+    """``||g||_p`` of the gradient as a whole: a SparseGrad's coalesced rows (its padding
+    entries are zero and change no norm), not the sum of its entries' norms."""
+    return _vector_norm(g._merged().values if isinstance(g, SparseGrad) else g.data, p)
 
 
 def _vector_norm(x: mx.array, p: float) -> mx.array:
@@ -67,15 +81,18 @@ def clip_grad_norm_(
 
     For ``p = inf``, ``N = max_i max |g_i|``. Each ``p.grad`` is replaced by a new
     Tensor holding ``c * g_i`` (in ``g_i``'s dtype); parameters without a gradient are
-    skipped. Returns ``N`` (before clipping) as a float32 Tensor, 0 when no gradient
-    is set.
+    skipped. A :class:`lucid.SparseGrad` ``g_i`` counts with the norm of its coalesced
+    rows (an index looked up twice contributes ``||a + b||``, not ``||a|| + ||b||``) and
+    becomes a SparseGrad with its values scaled by ``c``. Returns ``N`` (before
+    clipping) as a float32 Tensor, 0 when no gradient is set.
 
     Lazy: nothing is evaluated unless ``error_if_nonfinite=True``, which evaluates
     ``N`` and raises ``RuntimeError`` (leaving every gradient untouched) when it is
     NaN or infinite.
 
     Same formula as ``torch.nn.utils.clip_grad_norm_``; lucid also refuses a negative
-    ``max_norm`` and a ``norm_type`` that is not positive.
+    ``max_norm`` and a ``norm_type`` that is not positive, and accepts row-sparse
+    gradients, which torch 2.13 refuses (``linalg_vector_norm`` has no sparse kernel).
     """
     max_norm = float(max_norm)
     norm_type = float(norm_type)
@@ -87,7 +104,7 @@ def clip_grad_norm_(
     if not params:
         return Tensor(mx.array(0.0))
 
-    norms = mx.stack([_vector_norm(p.grad.data, norm_type) for p in params])
+    norms = mx.stack([_grad_norm(p.grad, norm_type) for p in params])
     total = _vector_norm(norms, norm_type)
     if error_if_nonfinite and not mx.isfinite(total).item():  # the one evaluation, on purpose
         raise RuntimeError(
@@ -98,8 +115,11 @@ def clip_grad_norm_(
         )
     coef = mx.minimum(max_norm / (total + 1e-6), 1.0)
     for p in params:
-        g = p.grad.data
-        p.grad = Tensor(g * coef.astype(g.dtype))
+        g = p.grad
+        if isinstance(g, SparseGrad):  # scaling is linear: the entries need no merging
+            p.grad = g._with_values(g.values * coef.astype(g.dtype))
+        else:
+            p.grad = Tensor(g.data * coef.astype(g.dtype))
     return Tensor(total)
 
 
@@ -111,9 +131,20 @@ def clip_grad_value_(parameters: Parameters, clip_value: float) -> None:
     Each ``p.grad`` is replaced by a new Tensor; parameters without a gradient are
     skipped. Lazy: nothing is evaluated. Same as ``torch.nn.utils.clip_grad_value_``,
     except that lucid refuses a negative ``clip_value``.
+
+    A :class:`lucid.SparseGrad` is clamped after its repeated indices are summed, so the
+    result equals clamping the dense gradient (clamping each entry alone would let a row
+    looked up k times reach ``k * clip_value``); it stays a SparseGrad, with one entry per
+    distinct row plus zero padding. torch 2.13 refuses sparse gradients here (no sparse
+    ``clamp_``); this is what clamping their dense equivalent gives.
     """
     clip_value = float(clip_value)
     if not clip_value >= 0.0:
         raise ValueError(f"clip_grad_value_: clip_value must be >= 0; got {clip_value}")
     for p in _with_grads(parameters, "clip_grad_value_"):
-        p.grad = Tensor(mx.clip(p.grad.data, -clip_value, clip_value))
+        g = p.grad
+        if isinstance(g, SparseGrad):
+            merged = g._merged()
+            p.grad = merged._with_values(mx.clip(merged.values, -clip_value, clip_value))
+        else:
+            p.grad = Tensor(mx.clip(g.data, -clip_value, clip_value))

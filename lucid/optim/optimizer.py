@@ -35,6 +35,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from .. import bounds
 from ..nn.module import Module
 from ..nn.parameter import Parameter
 from ..sparse import SparseGrad
@@ -44,7 +45,7 @@ from .buckets import SMALL, Buckets, flatten
 from .compiled import CompiledSteps, dense_group_step
 from .counters import is_interned, step_array, step_value
 from .kernels import job_streams
-from .sparse_step import settle_lookups, sparse_group_step, sparse_inputs
+from .sparse_step import looked_up, sparse_group_step, sparse_inputs
 from .state_dict import SCHEDULER_KEYS
 
 __all__ = ["Optimizer"]
@@ -225,14 +226,17 @@ class Optimizer:
 
         Everything is checked before anything changes. Then each group makes one call of
         its compiled update, all results are written back, and one ``mx.eval`` runs over
-        all new arrays together. (With row-sparse gradients, a second, small evaluation
-        of the looked-up rows comes first: see ``sparse_step.py``.)
+        all new arrays together. (A second, small evaluation comes first when some index
+        was checked lazily (``lucid/bounds.py``) or a gradient is row-sparse (its
+        looked-up rows: see ``sparse_step.py``).)
         """
         loss = closure() if closure is not None else None
         plans = [self._plan(i, group) for i, group in enumerate(self.param_groups)]
-        sparse = [p for plan in plans for p in plan.sparse]
-        if sparse:
-            settle_lookups(sparse)
+        # one small evaluation, only when needed, before anything changes: the lazy index
+        # checks (lucid.bounds; a bad index raises here) and the rows that row-sparse
+        # gradients looked up (see sparse_step.py)
+        lookups = looked_up(p for plan in plans for p in plan.sparse)
+        bounds.check_pending(*lookups, at="optimizer.step()")
         commits = []
         for plan in plans:
             if plan.dense:

@@ -9,35 +9,32 @@ the results. Inside, each gradient is coalesced at fixed shape
 A scatter writes in place only when nothing else in the same evaluation still holds the
 table; otherwise MLX copies all of it (1M x 64: 0.7 ms in place, 170-490 ms copied). The
 forward lookup ``weight.data[idx]`` is such a holder while it is pending, whatever the
-loop does with the loss. So :func:`settle_lookups` evaluates the looked-up rows (and
+loop does with the loss. So the step evaluates (:func:`looked_up`) the looked-up rows (and
 the indices) first, a second, small evaluation that only sparse steps make.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import mlx.core as mx
 
 from ..nn.parameter import Parameter
-from ..sparse import SparseGrad, coalesce_fixed, pad_entries
+from ..sparse import coalesce_fixed, pad_entries
 
-__all__ = ["sparse_inputs", "sparse_group_step", "settle_lookups"]
+__all__ = ["sparse_inputs", "sparse_group_step", "looked_up"]
 
 
-def settle_lookups(params: list[Parameter]) -> None:
-    """Evaluate the rows each sparse gradient recorded at lookup, and its indices.
-
-    Afterwards the pending forward graph no longer reads the table (MLX detaches an
-    evaluated array from its inputs), so the step's scatters may write in place.
-    """
-    pending = []
+def looked_up(params: Iterable[Parameter]) -> list[mx.array]:
+    """The rows each sparse gradient recorded at lookup, and its indices: evaluated before
+    the step, so that the pending forward graph no longer reads the table (MLX detaches an
+    evaluated array from its inputs) and the step's scatters may write in place."""
+    out = []
     for p in params:
-        g: SparseGrad = p.grad
-        pending.append(g.indices)
-        pending.append(g.rows_of(p))
-    mx.eval(pending)
+        out.append(p.grad.indices)
+        out.append(p.grad.rows_of(p))
+    return out
 
 
 def sparse_inputs(params: list[Parameter]) -> tuple[list[mx.array], ...]:

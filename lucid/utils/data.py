@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import mlx.core as mx
 import numpy as np
 
+from .. import bounds
 from ..nn._validation import flag, positive_int
 from ..tensor import Tensor, _to_array
 
@@ -38,13 +39,23 @@ class TensorDataset:
     Each argument may be a NumPy array, an ``mx.array`` or a :class:`~lucid.Tensor`;
     it is stored as an ``mx.array`` (NumPy float64 and int64 are narrowed to float32
     and int32, as :func:`lucid.tensor` does). ``dataset[index]`` accepts an int, a
-    slice or an array of indices and returns a tuple of Tensors.
+    slice or an array of indices (range-checked, negatives from the end) and returns a
+    tuple of Tensors.
+
+    The range of each integer column is taken once, here, so that a batch's integer
+    Tensors index embeddings and cross-entropy classes with no lazy check (see
+    :mod:`lucid.bounds`). For NumPy input that is a host ``min``/``max``; for an
+    ``mx.array`` or Tensor it evaluates the column (a synchronisation, once).
     """
 
     def __init__(self, *tensors: Any) -> None:
         if not tensors:
             raise ValueError("TensorDataset: expected at least one tensor; got none")
         arrays = [_to_array(t) for t in tensors]
+        # each integer column's range, taken once (on the host for NumPy input; an
+        # evaluation for an mx.array or Tensor), so that a batch used as indices
+        # (embedding ids, class targets) needs no lazy check in lucid.bounds
+        self._ranges = [_range(t, a) for t, a in zip(tensors, arrays, strict=True)]
         for i, a in enumerate(arrays):
             if a.ndim == 0:
                 raise ValueError(
@@ -63,13 +74,28 @@ class TensorDataset:
         return self.tensors[0].shape[0]
 
     def __getitem__(self, index: Any) -> Batch:
-        if isinstance(index, (int, np.integer)):
-            n = len(self)
+        n = len(self)
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
             if not -n <= index < n:
                 raise IndexError(f"TensorDataset: index {index} is out of range for size {n}")
-        elif isinstance(index, (Tensor, list, np.ndarray)):
-            index = _to_array(index)
-        return tuple(Tensor(a[index]) for a in self.tensors)
+        elif isinstance(index, (Tensor, mx.array, list, np.ndarray)):
+            # an array of indices: range-checked (see lucid.bounds), negatives from the end
+            index = index.data if isinstance(index, Tensor) else index
+            index = bounds.checked_indices(index, n, "TensorDataset", f"a dataset of size {n}")
+        batch = tuple(a[index] for a in self.tensors)
+        for rows, known in zip(batch, self._ranges, strict=True):
+            if known is not None:
+                bounds.note_range(rows, *known)
+        return tuple(Tensor(rows) for rows in batch)
+
+
+def _range(source: Any, array: mx.array) -> tuple[int, int] | None:
+    """``(min, max)`` of an integer column, None for other dtypes and empty columns."""
+    if not mx.issubdtype(array.dtype, mx.integer) or array.size == 0:
+        return None
+    if isinstance(source, np.ndarray):
+        return int(source.min()), int(source.max())
+    return int(mx.min(array).item()), int(mx.max(array).item())
 
 
 class DataLoader:
@@ -128,7 +154,7 @@ class DataLoader:
 
     def _fetch(self, indices: np.ndarray) -> Batch:
         if isinstance(self.dataset, TensorDataset):
-            return self.dataset[mx.array(indices.astype(np.int32))]
+            return self.dataset[indices]  # NumPy: checked on the host, no pending flag
         samples = [self.dataset[int(i)] for i in indices]
         fields = [s if isinstance(s, tuple) else (s,) for s in samples]
         columns = zip(*fields, strict=True)
