@@ -24,7 +24,6 @@ import itertools
 import mlx.core as mx
 
 from ..nn.parameter import Parameter
-from . import kernels
 from .counters import step_array, step_value
 
 __all__ = ["FlatBucket", "Buckets", "SMALL", "flatten"]
@@ -35,13 +34,6 @@ State = dict[str, mx.array]
 #: cost is small next to the arithmetic, and bucketing only adds copies (measured on the
 #: model-shaped set B, 256x768 matrices: per-tensor was faster than bucketed).
 SMALL = 16384
-
-#: a class of small parameters with more elements than this in all is cut into one bucket
-#: per stream, so that the streams (the cores, on MLX's CPU backend) share the gradient
-#: concatenation and the update; below it one bucket's single dispatch is cheaper.
-#: Measured (Adagrad, 4M float32 elements in all, 2 streams): 1,000 tensors 20.6 ms in
-#: one bucket; 10,000 tensors 89 ms
-SHARE_ABOVE = 1 << 16
 
 
 def flatten(arrays: list[mx.array]) -> mx.array:
@@ -166,14 +158,17 @@ class Buckets:
         for p in small:
             classes.setdefault((p.dtype, step_value(states[p]["step"])), []).append(p)
         buckets = []
-        for (_, t), same_class in classes.items():
-            for ps in _shares(same_class):
-                if len(ps) < 2:
-                    continue
-                inner = [_without_step(states.pop(p)) for p in ps]
-                bucket = FlatBucket(ps, inner, t)
-                buckets.append(bucket)
-                self._of_param.update({id(p): (bucket, j) for j, p in enumerate(ps)})
+        # one bucket per class: cutting a class into one bucket per stream was measured and
+        # gained nothing (4M elements in 1,000 tensors: 13.9 ms in one bucket, 14.7-21.6
+        # ms in two; 10,000 tensors: 73 vs 77 ms): a large update is bound by memory
+        # bandwidth, which the two cores share
+        for (_, t), ps in classes.items():
+            if len(ps) < 2:
+                continue
+            inner = [_without_step(states.pop(p)) for p in ps]
+            bucket = FlatBucket(ps, inner, t)
+            buckets.append(bucket)
+            self._of_param.update({id(p): (bucket, j) for j, p in enumerate(ps)})
         self._of_group[index] = (buckets, members)
         return buckets
 
@@ -185,21 +180,6 @@ class Buckets:
             for b in buckets
             for p, s in zip(b.params, b.unpack_state(), strict=True)
         }
-
-
-def _shares(members: list[Parameter]) -> list[list[Parameter]]:
-    """``members`` cut into one share per stream of about equal size (each in the
-    members' order), or kept whole when small (see :data:`SHARE_ABOVE`)."""
-    total = sum(p.size for p in members)
-    if kernels.STREAMS < 2 or total <= SHARE_ABOVE:
-        return [members]
-    shares: list[list[Parameter]] = [[] for _ in range(kernels.STREAMS)]
-    load = [0] * kernels.STREAMS
-    for p in members:  # in order, each to the share that is furthest below its quota
-        k = load.index(min(load))
-        shares[k].append(p)
-        load[k] += p.size
-    return [s for s in shares if s]
 
 
 def _without_step(state: State) -> State:

@@ -23,11 +23,12 @@ def own_kernel(x: mx.array) -> mx.array:
 #: arrays of more elements than this end their fused kernel at a :func:`fence`; smaller
 #: ones stay fused. A fused kernel that returns both a new parameter and a new state gets
 #: fresh output buffers (MLX donates no input to a multi-output kernel one of whose
-#: outputs it also consumes), and split kernels read the new state once more. Measured
-#: on Adagrad, one float32 tensor, MLX 0.32 CPU (ms per step, fused / split): 256K
-#: 0.49 / 0.50, 1M 1.75 / 1.97, 4M 11.1 / 7.55, 8M 37 / 16, 16M 78 / 37 (the fresh
-#: outputs page-fault once MLX's buffer cache can no longer recycle them).
-SPLIT_ABOVE = 1 << 19
+#: outputs it also consumes), and split kernels read the new state once more. Fresh
+#: buffers are cheap while MLX's buffer cache (32 MiB by default) recycles the last
+#: step's, and page-fault beyond. Measured on Adagrad, one float32 tensor, MLX 0.32 CPU,
+#: ms per step fused / split: 1M 1.79 / 2.03, 2M 3.48 / 3.86, 3M 8.2 / 5.8,
+#: 4M 12.1 / 7.6, 8M 36.7 / 15.6.
+SPLIT_ABOVE = 1 << 21
 
 
 def fence(x: mx.array) -> mx.array:
