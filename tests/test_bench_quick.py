@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import mlx.core as mx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,9 +21,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import lucid  # noqa: E402
-from benchmarks import family, run, sweep  # noqa: E402
+from benchmarks import family, gpu_check, run, sweep  # noqa: E402
 from benchmarks.common import Section, Settings  # noqa: E402
-from benchmarks.optimizer_step import shapes_for  # noqa: E402
+from benchmarks.optimizer_step import LucidAdagrad, shapes_for  # noqa: E402
 
 OPTIMIZER_SECTIONS = ["A", "B", "C"]
 ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family"]
@@ -247,3 +250,97 @@ def test_a_failing_section_is_reported_and_the_others_run(monkeypatch):
     assert not sections[0].parity_ok
     assert sections[0].data["error"] == "RuntimeError: broken on purpose"
     assert "FAILED" in sections[0].markdown() and sections[1].parity_ok
+
+
+# ---------------------------------------------------------------------- the GPU check
+
+GPU_SH = ROOT / "benchmarks" / "gpu.sh"
+
+
+def _gpu_sh(*args: str, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    return subprocess.run(
+        ["bash", str(GPU_SH), *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_gpu_script_parses():
+    subprocess.run(["bash", "-n", str(GPU_SH)], check=True)
+
+
+def test_gpu_script_dry_run_plans_every_step(tmp_path):
+    done = _gpu_sh("--dry-run", out=tmp_path)
+    assert done.returncode == 0, done.stderr
+    plan = done.stdout
+    for line in [
+        "-m pip install -q --no-index --no-deps",
+        "benchmarks/gpu_check.py --verify",
+        "tests/test_fast_paths.py tests/test_compile_active.py tests/test_adagrad.py",
+        f"benchmarks/run.py --out {tmp_path}/RESULTS-gpu.md --json {tmp_path}/RESULTS-gpu.json",
+        f"benchmarks/gpu_check.py --out {tmp_path}/gpu-check.md",
+    ]:
+        assert line in plan, line
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+
+
+def test_gpu_script_passes_sections_and_skips(tmp_path):
+    done = _gpu_sh("--dry-run", "--skip-install", "--skip-tests", "--sections", "A,sweep",
+                   out=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--section A,sweep" in done.stdout
+    assert "-m pip install" not in done.stdout and "-m pytest" not in done.stdout
+
+
+@pytest.mark.parametrize("args", [["--frobnicate"], ["--sections"]])
+def test_gpu_script_refuses_bad_arguments(tmp_path, args):
+    assert _gpu_sh("--dry-run", *args, out=tmp_path).returncode == 2
+
+
+def test_gpu_check_runs_on_the_cpu_too(tmp_path):
+    got = gpu_check.main(["--quick", "--tensors", "1,16", "--steps", "3",
+                          "--out", str(tmp_path / "g.md")])  # fmt: skip
+    steps = got["bandwidth"]["steps"]
+    assert list(steps) == [LucidAdagrad.name, sweep.MLX_COMPILED]
+    for name, r in steps.items():
+        assert "error" not in r and r["parity"], name
+    assert all(c["ok"] for c in got["bandwidth"]["copies"].values())
+    text = (tmp_path / "g.md").read_text()
+    assert "Target >= 80% of the copy" in text
+    if not (hasattr(mx, "cuda") and mx.cuda.is_available()):
+        assert got["launches"]["method"] is None and got["launches"]["why"]
+        assert "Not counted: cupti: " in text
+
+
+@pytest.mark.parametrize("args", [["--tensors", "0"], ["--tensors", "x"], ["--elements", "0"]])
+def test_gpu_check_refuses_bad_arguments(args):
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--quick", *args])
+
+
+def test_gpu_check_counts_trace_events():
+    events = [
+        {"cat": "kernel", "name": "copy"},
+        {"cat": "kernel", "name": "copy"},
+        {"cat": "kernel", "name": "adagrad"},
+        {"cat": "cuda_runtime", "name": "cudaGraphLaunch"},
+        {"cat": "cuda_driver", "name": "cuLaunchKernel"},
+        {"cat": "cuda_runtime", "name": "cudaMemcpyAsync"},
+        {"cat": "cpu_op", "name": "aten::add"},
+    ]
+    c = gpu_check._count_trace(events)
+    assert (c["kernels"], c["launch calls"], c["graph launches"]) == (3, 2, 1)
+    assert c["top kernels"][0] == ("copy", 2)
+
+
+def test_gpu_check_counts_ncu_rows():
+    csv = (
+        "==PROF== Connected to process 1\n"
+        '"ID","Process ID","Kernel Name","Metric Name","Metric Unit","Metric Value"\n'
+        '"0","1","copy_kernel","gpu__time_duration.sum","ns","1000"\n'
+        '"1","1","adagrad","gpu__time_duration.sum","ns","2000"\n'
+    )
+    assert gpu_check.count_ncu_rows(csv) == 2
+    assert gpu_check.count_ncu_rows("==PROF== no kernels\n") == 0
+    cmd = gpu_check.ncu_command("ncu", Path("log.csv"), "lucid", 1000, 5, quick=False)
+    assert cmd[:3] == ["ncu", "--csv", "--log-file"] and "gpu__time_duration.sum" in cmd
+    assert cmd[-6:] == ["--workload", "lucid", "--tensors", "1000", "--steps", "5"]
