@@ -162,10 +162,11 @@ RULES: dict[str, Rule] = {
 def _lucid_class(name: str) -> type:
     cls = getattr(lucid.optim, name, None)
     if cls is None:
+        offers = sorted(getattr(lucid.optim, "__all__", []))
         raise RuntimeError(
-            f"section family: lucid.optim has no {name} (lucid.optim offers "
-            f"{sorted(lucid.optim.__all__)}); it needs lucid.optim.SGD, Adam and AdamW, "
-            "which issue 11 adds. Run the other sections with --section."
+            f"section family: lucid.optim has no {name} (lucid.optim offers {offers}); it "
+            "needs lucid.optim.SGD, Adam and AdamW, which issue 11 adds. Run the other "
+            "sections with --section."
         )
     return cls
 

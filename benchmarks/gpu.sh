@@ -110,11 +110,21 @@ step() {
     return $rc
 }
 
+TEE_PID=""
 if [[ $DRY_RUN == 0 ]]; then
     mkdir -p "$OUT_DIR"
     exec > >(tee -a "$OUT_DIR/gpu.log") 2>&1
+    TEE_PID=$!
 fi
-cd "$ROOT" || exit 2
+# finish STATUS: let tee write the log's last lines before the device tool collects $OUT
+finish() {
+    if [[ -n $TEE_PID ]]; then
+        exec 1>&- 2>&-
+        wait "$TEE_PID" 2>/dev/null
+    fi
+    exit "$1"
+}
+cd "$ROOT" || finish 2
 echo "gpu.sh: $(date -u '+%Y-%m-%d %H:%M UTC'), root $ROOT, results in $OUT_DIR"
 [[ $DRY_RUN == 1 ]] && echo "gpu.sh: dry run: the commands are printed, none is run"
 
@@ -138,12 +148,12 @@ if [[ $SKIP_INSTALL == 0 ]]; then
     if [[ ${#mlx_wheels[@]} != 1 || ${#cuda_wheels[@]} != 1 ]]; then
         echo "gpu.sh: need exactly one mlx-*.whl and one mlx_cuda_13-*.whl in $WHL;" \
             "found: ${wheels[*]:-none} (see the pip download command at the top)" >&2
-        [[ $DRY_RUN == 1 ]] || exit 2
+        [[ $DRY_RUN == 1 ]] || finish 2
         wheels=("$WHL/mlx-0.32.4-cp312-cp312-manylinux_2_35_x86_64.whl"
             "$WHL/mlx_cuda_13-0.32.4-py3-none-manylinux_2_35_x86_64.whl")
     fi
     step "install the wheels" 150 "$PY" -m pip install -q --no-index --no-deps --no-compile \
-        --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}" || exit 2
+        --no-cache-dir --upgrade --target "$SITE" "${wheels[@]}" || finish 2
 fi
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
@@ -167,7 +177,7 @@ if [[ $DRY_RUN == 0 ]]; then
 fi
 
 if ! step "MLX on the GPU" 120 "$PY" benchmarks/gpu_check.py --verify; then
-    [[ $ALLOW_CPU == 1 ]] || exit 2
+    [[ $ALLOW_CPU == 1 ]] || finish 2
     echo "gpu.sh: --allow-cpu: going on without a GPU (this checks the script, not the GPU)"
 fi
 
@@ -199,6 +209,6 @@ printf '  %s\n' "${SUMMARY[@]}"
     "$OUT_DIR/gpu-check.md"
 if [[ ${#FAILED[@]} -gt 0 ]]; then
     echo "gpu.sh: failed: ${FAILED[*]}"
-    exit 1
+    finish 1
 fi
-exit 0
+finish 0
