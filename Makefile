@@ -29,8 +29,9 @@ format: $(PY)
 	$(PY) -m ruff format lucid tests examples benchmarks
 	$(PY) -m ruff check --fix lucid tests examples benchmarks
 
+# the sweep's plot needs matplotlib (in the examples extra)
 bench: $(PY)
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,examples]"
 	$(PY) benchmarks/run.py
 
 clean:

@@ -8,7 +8,7 @@ parameters are compared with the in-place NumPy implementation's.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 import mlx.core as mx
 import numpy as np
@@ -23,31 +23,35 @@ from benchmarks.common import (
     Table,
     fmt_bytes,
     fmt_ms,
-    interleaved_blocks,
+    gb_per_s,
     lr_at,
-    median_ms,
-    mlx_step_overhead,
-    time_calls,
+    measure,
 )
 from benchmarks.peers import ADAGRAD_PEERS, NumpyAdagrad
 
-__all__ = ["LucidAdagrad", "section_a", "section_b", "section_c", "shapes_for"]
+__all__ = ["LucidOptimizer", "LucidAdagrad", "section_a", "section_b", "section_c", "shapes_for"]
 
 RTOL, ATOL = 1e-5, 1e-6  # float32, a few dozen steps, different operation order
 
 
-class LucidAdagrad:
-    """``lucid.optim.Adagrad`` over one ``lucid.nn.Parameter`` per tensor; the gradient
-    Tensors wrap fixed, already evaluated arrays. ``opt.step()`` evaluates its results."""
+class LucidOptimizer:
+    """A ``lucid.optim`` optimizer, built by ``make(parameters)``, over one
+    ``lucid.nn.Parameter`` per tensor; the gradient Tensors wrap fixed, already evaluated
+    arrays and are assigned before every step, as a backward pass would. ``opt.step()``
+    evaluates its results."""
 
-    name = "lucid.optim.Adagrad"
     uses_mlx = True
 
-    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+    def __init__(
+        self,
+        params: list[np.ndarray],
+        grads: list[np.ndarray],
+        make: Callable[[list[lucid.nn.Parameter]], lucid.optim.Optimizer],
+    ) -> None:
         self._p = [lucid.nn.Parameter(mx.array(a)) for a in params]
         self._g = [mx.array(g) for g in grads]
         mx.eval([p.data for p in self._p], self._g)
-        self.opt = lucid.optim.Adagrad(self._p, lr=LR, eps=EPS)
+        self.opt = make(self._p)
 
     def step(self, lr: float) -> None:
         self.opt.param_groups[0]["lr"] = lr
@@ -61,6 +65,15 @@ class LucidAdagrad:
     @property
     def trace_count(self) -> int | None:
         return getattr(self.opt, "trace_count", None)
+
+
+class LucidAdagrad(LucidOptimizer):
+    """``lucid.optim.Adagrad`` with the benchmarks' ``lr`` and ``eps``."""
+
+    name = "lucid.optim.Adagrad"
+
+    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        super().__init__(params, grads, lambda ps: lucid.optim.Adagrad(ps, lr=LR, eps=EPS))
 
 
 def shapes_for(key: str, s: Settings) -> list[tuple[int, ...]]:
@@ -77,38 +90,6 @@ def shapes_for(key: str, s: Settings) -> list[tuple[int, ...]]:
     raise ValueError(f"unknown parameter set {key!r}")
 
 
-def _warm_up(impl, s: Settings) -> dict:
-    """Steps ``0 .. warmup-1``: the first is timed as the first-step latency, the last
-    (compiled, steady state) is the memory probe."""
-    t0 = time.perf_counter()
-    impl.step(lr_at(0))
-    first_ms = 1e3 * (time.perf_counter() - t0)
-    for i in range(1, s.warmup - 1):
-        impl.step(lr_at(i))
-    last = s.warmup - 1
-    extra = None
-    if impl.uses_mlx:
-        extra = mlx_step_overhead(lambda: impl.step(lr_at(last)))
-    else:
-        impl.step(lr_at(last))
-    traces = getattr(impl, "trace_count", None)
-    return {"first_ms": first_ms, "extra_bytes": extra, "traces": (traces, traces), "times": []}
-
-
-def _label(factory) -> str:
-    if hasattr(factory, "name"):
-        return factory.name
-    mode = getattr(factory, "keywords", {}).get("mode")
-    return f"torch Adagrad {mode}" if mode else repr(factory)
-
-
-def _close(got: list[np.ndarray], want: list[np.ndarray]) -> tuple[bool, float]:
-    worst = 0.0
-    for a, b in zip(got, want, strict=True):
-        worst = max(worst, float(np.max(np.abs(a - b) / (ATOL + RTOL * np.abs(b)))))
-    return worst <= 1.0, worst
-
-
 def _section(key: str, title: str, s: Settings) -> Section:
     shapes = shapes_for(key, s)
     n = sum(int(np.prod(sh)) for sh in shapes)
@@ -123,32 +104,8 @@ def _section(key: str, title: str, s: Settings) -> Section:
     want = reference.params()
     del reference
 
-    # Every implementation stays alive and the timed steps go round-robin in blocks, so
-    # a burst of load from other processes on a shared machine hits all of them alike.
-    results: dict[str, dict] = {}
-    impls: dict[str, object] = {}
-    for factory in [LucidAdagrad, *ADAGRAD_PEERS]:
-        try:  # e.g. a torch build without a CPU fused kernel
-            impl = factory(start, grads)
-            results[impl.name] = _warm_up(impl, s)
-            impls[impl.name] = impl
-        except Exception as e:
-            results[_label(factory)] = {"error": f"{type(e).__name__}: {e}"}
-    for first, count in interleaved_blocks(s):
-        for name, impl in list(impls.items()):
-            try:
-                step = impl.step
-                results[name]["times"] += time_calls(lambda i, f=step: f(lr_at(i)), first, count)
-            except Exception as e:
-                results[name] = {"error": f"{type(e).__name__}: {e}"}
-                del impls[name]
-    for name, impl in impls.items():
-        r = results[name]
-        r["ms"] = median_ms(r["times"])
-        r["traces"] = (r["traces"][0], getattr(impl, "trace_count", None))
-        r["parity"], r["worst"] = _close(impl.params(), want)
-    del impls
-    mx.clear_cache()
+    factories = [(LucidAdagrad.name, LucidAdagrad), *ADAGRAD_PEERS]
+    results = measure(factories, start, grads, s, want=want, steps=steps, rtol=RTOL, atol=ATOL)
 
     lucid_r = results[LucidAdagrad.name]
     table = Table(
@@ -166,7 +123,7 @@ def _section(key: str, title: str, s: Settings) -> Section:
         if "error" in r:
             table.rows.append([name, "n/a", "n/a", "n/a", "n/a", "n/a", r["error"][:80]])
             continue
-        gbs = BYTES_PER_ELEMENT * n / (r["ms"] * 1e-3) / 1e9
+        gbs = gb_per_s(n, r["ms"])
         ratio = "—" if r is lucid_r else f"{r['ms'] / lucid_r['ms']:.2f}x"
         mem = "—" if r["extra_bytes"] is None else fmt_bytes(r["extra_bytes"])
         parity = "ok" if r["parity"] else f"FAIL ({r['worst']:.1f}x tolerance)"

@@ -1,9 +1,11 @@
 """The peers lucid is measured against: Adagrad steps and MLP training steps written the
 way each library's documentation shows, with the same hyperparameters as lucid.
 
-An Adagrad implementation is built from NumPy start values and fixed gradients and
+An optimizer implementation is built from NumPy start values and fixed gradients and
 offers ``step(lr)`` (synchronous: the update is done when it returns) and ``params()``
-(the current parameters as NumPy arrays, for the cross-check).
+(the current parameters as NumPy arrays, for the cross-check). :class:`MlxOptimizer` and
+:class:`TorchOptimizer` take any optimizer of their library; the Adagrad peers are
+configurations of them.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import mlx.optimizers
 import numpy as np
 import torch
 
-from benchmarks.common import EPS, LR
+from benchmarks.common import EPS, LR, Factory
 
 __all__ = [
     "NumpyAdagrad",
-    "MlxAdagrad",
-    "TorchAdagrad",
+    "MlxOptimizer",
+    "TorchOptimizer",
     "ADAGRAD_PEERS",
     "MlxMLP",
     "TorchMLP",
@@ -64,17 +66,23 @@ class _Holder(mlx.nn.Module):
         self.ps = arrays
 
 
-class MlxAdagrad:
-    """``mlx.optimizers.Adagrad`` driving ``optimizer.update(model, grads)``; compiled as
-    MLX's docs show, with the model and optimizer state as compile inputs and outputs."""
+class MlxOptimizer:
+    """An ``mlx.optimizers`` optimizer (built by ``make()``) driving
+    ``optimizer.update(model, grads)``; compiled as MLX's docs show, with the model and
+    optimizer state as compile inputs and outputs."""
 
     uses_mlx = True
 
-    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], compiled: bool) -> None:
-        self.name = "mlx.optimizers.Adagrad" + (" compiled" if compiled else "")
+    def __init__(
+        self,
+        params: list[np.ndarray],
+        grads: list[np.ndarray],
+        make: Callable[[], mlx.optimizers.Optimizer],
+        compiled: bool,
+    ) -> None:
         self._model = _Holder([mx.array(a) for a in params])
         self._grads = {"ps": [mx.array(g) for g in grads]}
-        self._opt = mlx.optimizers.Adagrad(learning_rate=LR, eps=EPS)
+        self._opt = make()
         self._opt.init(self._model.trainable_parameters())
         self._state = [self._model.state, self._opt.state]
         mx.eval(self._state, self._grads)
@@ -95,19 +103,24 @@ class MlxAdagrad:
         return [np.array(a) for a in self._model.ps]
 
 
-class TorchAdagrad:
-    """``torch.optim.Adagrad`` on CPU in one of its three code paths."""
+class TorchOptimizer:
+    """A ``torch.optim`` optimizer on CPU in one of its three code paths (``mode``:
+    ``for-loop``, ``foreach`` or ``fused``), built by ``make(params, **flags)``."""
 
     uses_mlx = False
+    FLAGS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
-    def __init__(self, params: list[np.ndarray], grads: list[np.ndarray], mode: str) -> None:
-        flags = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}
-        flags["fused"] = {"fused": True}
-        self.name = f"torch Adagrad {mode}"
+    def __init__(
+        self,
+        params: list[np.ndarray],
+        grads: list[np.ndarray],
+        make: Callable[..., torch.optim.Optimizer],
+        mode: str,
+    ) -> None:
         self._p = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in params]
         for p, g in zip(self._p, grads, strict=True):
-            p.grad = torch.from_numpy(g)  # shares memory; Adagrad only reads it
-        self._opt = torch.optim.Adagrad(self._p, lr=LR, eps=EPS, **flags[mode])
+            p.grad = torch.from_numpy(g)  # shares memory; the optimizers only read it
+        self._opt = make(self._p, **self.FLAGS[mode])
 
     def step(self, lr: float) -> None:
         self._opt.param_groups[0]["lr"] = lr
@@ -117,16 +130,23 @@ class TorchAdagrad:
         return [p.detach().numpy() for p in self._p]
 
 
-AdagradFactory = Callable[[list[np.ndarray], list[np.ndarray]], object]
+def _mlx_adagrad() -> mlx.optimizers.Optimizer:
+    return mlx.optimizers.Adagrad(learning_rate=LR, eps=EPS)
 
-#: every peer of lucid's Adagrad, in table order
-ADAGRAD_PEERS: list[AdagradFactory] = [
-    partial(MlxAdagrad, compiled=False),
-    partial(MlxAdagrad, compiled=True),
-    partial(TorchAdagrad, mode="for-loop"),
-    partial(TorchAdagrad, mode="foreach"),
-    partial(TorchAdagrad, mode="fused"),
-    NumpyAdagrad,
+
+def _torch_adagrad(params: list[torch.nn.Parameter], **flags) -> torch.optim.Optimizer:
+    return torch.optim.Adagrad(params, lr=LR, eps=EPS, **flags)
+
+
+#: every peer of lucid's Adagrad, ``(name, factory)`` in table order
+ADAGRAD_PEERS: list[tuple[str, Factory]] = [
+    ("mlx.optimizers.Adagrad", partial(MlxOptimizer, make=_mlx_adagrad, compiled=False)),
+    ("mlx.optimizers.Adagrad compiled", partial(MlxOptimizer, make=_mlx_adagrad, compiled=True)),
+    *[
+        (f"torch Adagrad {mode}", partial(TorchOptimizer, make=_torch_adagrad, mode=mode))
+        for mode in TorchOptimizer.FLAGS
+    ],
+    (NumpyAdagrad.name, NumpyAdagrad),
 ]
 
 
