@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import lucid  # noqa: E402
 from benchmarks import family, gpu_check, run, sweep  # noqa: E402
 from benchmarks.common import Section, Settings  # noqa: E402
 from benchmarks.optimizer_step import LucidAdagrad, shapes_for  # noqa: E402
@@ -28,12 +27,7 @@ from benchmarks.optimizer_step import LucidAdagrad, shapes_for  # noqa: E402
 OPTIMIZER_SECTIONS = ["A", "B", "C"]
 ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family"]
 
-# The family section needs lucid.optim.SGD, Adam and AdamW (issue 11). Until they exist it
-# raises (checked by test_family_refuses_clearly_without_lucid_optimizers), the quick run
-# below leaves it out, and test_family_section_matches_float64 says why it is skipped.
-HAVE_FAMILY = hasattr(lucid.optim, "SGD")
-RUN_SECTIONS = ALL_SECTIONS if HAVE_FAMILY else [k for k in ALL_SECTIONS if k != "family"]
-NO_FAMILY = "lucid.optim.SGD does not exist yet (issue 11): the family section raises"
+RUN_SECTIONS = ALL_SECTIONS
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +83,7 @@ def test_report_written(quick):
     _, text, out = quick
     assert text.startswith("# lucid benchmarks")
     headings = ["## A:", "## B:", "## C:", "## mlp:", "## sweep:", "| machine", "torch"]
-    for heading in headings + (["## family:"] if HAVE_FAMILY else []):
+    for heading in [*headings, "## family:"]:
         assert heading in text
     assert "FAIL" not in text
     raw = json.loads(Path(str(out) + ".json").read_text())
@@ -166,7 +160,6 @@ def test_family_peers_match_float64(rule, key):
         assert r["parity"], f"{name}: {r['worst']:.1f} x the tolerance away from float64"
 
 
-@pytest.mark.skipif(not HAVE_FAMILY, reason=NO_FAMILY)
 def test_family_section_matches_float64(quick):
     sec = quick[0]["family"]
     for rule, by_set in sec.data["results"].items():
@@ -177,12 +170,6 @@ def test_family_section_matches_float64(quick):
                 assert "error" not in r, f"{rule} {key} {name}: {r.get('error')}"
                 assert r["parity"], f"{rule} {key} {name}: {r['worst']:.1f} x the tolerance"
     assert sec.parity_ok
-
-
-@pytest.mark.skipif(HAVE_FAMILY, reason="lucid.optim.SGD exists: the section runs")
-def test_family_refuses_clearly_without_lucid_optimizers():
-    with pytest.raises(RuntimeError, match=r"lucid\.optim has no SGD .*issue 11"):
-        family.section_family(Settings.quick_settings())
 
 
 # ------------------------------------------------------------------------------ run.py
