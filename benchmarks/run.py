@@ -193,6 +193,12 @@ def main(argv: list[str] | None = None) -> list[Section]:
         action="store_true",
         help="reuse MLX's compiled CPU kernels from earlier runs (first steps look faster)",
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="threads for torch's peers (default: every core)",
+    )
     args = parser.parse_args(argv)
 
     chosen = keys
@@ -209,8 +215,7 @@ def main(argv: list[str] | None = None) -> list[Section]:
     settings = Settings.quick_settings() if args.quick else Settings()
     out = report_path(args.out, args.quick, partial)
 
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
     info = machine_info(torch.get_num_threads())
     print(f"torch threads: {torch.get_num_threads()}; sections: {','.join(chosen)}", flush=True)
 
