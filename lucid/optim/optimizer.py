@@ -86,6 +86,8 @@ class Optimizer:
         self._buckets = Buckets()
         self._compiled = CompiledSteps(name)
         self._templates: dict[tuple, dict[str, tuple[int, ...]]] = {}
+        self._validated: dict[int, tuple] = {}  # id(group) -> (values, static, signature)
+        self._hyper_memo: dict[int, tuple] = {}  # id(group) -> (numbers, their arrays)
         for group in _groups(name, params):
             self.add_param_group(group)
 
@@ -254,9 +256,7 @@ class Optimizer:
         make the hyperparameters of every step count among them (a schedule is called
         here, so a bad value it returns also stops the step before any change)."""
         where = f"param group {index}"
-        self._check_group(where, group)
-        static = self.static_config(group)
-        signature = (type(self), tuple(sorted(static.items())))
+        static, signature = self._group_config(where, group)
         dense, sparse, steps = [], [], set()
         held = self._buckets.held
         for i, p in enumerate(group["params"]):
@@ -281,6 +281,27 @@ class Optimizer:
         hypers = {t: self._hyperparameters(where, group, t) for t in sorted(steps)}
         return _Plan(index, group, static, dense, sparse, hypers)
 
+    def _group_config(self, where: str, group: dict[str, Any]) -> tuple[dict[str, Any], tuple]:
+        """Validate ``group``; return its static config and signature.
+
+        Memoised on the group's values other than ``lr``, which is checked on its own every
+        step (a schedule changes it every step): the full checks and the config cost ~5 µs
+        a group, against ~11 µs for a whole compiled ``mlx.optimizers`` update of one small
+        tensor. Any other changed value (a beta, a NaN, which never equals itself) misses
+        the memo and is checked in full.
+        """
+        snapshot = _snapshot(group)
+        memo = self._validated.get(id(group))
+        if memo is not None and _same(memo[0], snapshot):
+            lr = {"lr": group["lr"]} if "lr" in self.checks and "lr" in group else {}
+            checks.run(type(self).__name__, {"lr": self.checks.get("lr")} if lr else {}, lr, where)
+            return memo[1], memo[2]
+        self._check_group(where, group)
+        static = self.static_config(group)
+        signature = (type(self), tuple(sorted(static.items())))
+        self._validated[id(group)] = (snapshot, static, signature)
+        return static, signature
+
     def _check_group(self, where: str, group: dict[str, Any]) -> None:
         checks.run(type(self).__name__, self.checks, group, where)
         try:
@@ -296,7 +317,15 @@ class Optimizer:
                        {"lr": lr}, f"{where}: the schedule at step {t - 1}")  # fmt: skip
             values = {**group, "lr": lr}
         numbers = self.step_hyperparameters(values, t)
-        return {k: mx.array(v, dtype=mx.float32) for k, v in numbers.items()}
+        # the arrays of the last numbers are reused when the numbers are the same (a
+        # constant lr): creating them costs ~1.5 µs a step; they are only ever read
+        key = tuple(numbers.items())
+        memo = self._hyper_memo.get(id(group))
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        arrays = {k: mx.array(v, dtype=mx.float32) for k, v in numbers.items()}
+        self._hyper_memo[id(group)] = (key, arrays)
+        return arrays
 
     def _current_lr(self, group: dict[str, Any], t: int | None = None) -> float:
         """The learning rate at step ``t``: a schedule is called with ``t - 1`` (0 on a
@@ -490,7 +519,7 @@ class Optimizer:
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         state = {**self._state, **self._buckets.snapshot()}
-        skip = {"_state", "_buckets", "_compiled", "_templates"}
+        skip = {"_state", "_buckets", "_compiled", "_templates", "_validated", "_hyper_memo"}
         for key, value in self.__dict__.items():
             if key not in skip:
                 setattr(new, key, copy.deepcopy(value, memo))
@@ -503,7 +532,7 @@ class Optimizer:
         }
         new._buckets = Buckets()
         new._compiled = CompiledSteps(type(self).__name__)
-        new._templates = {}
+        new._templates, new._validated, new._hyper_memo = {}, {}, {}
         return new
 
     def __repr__(self) -> str:
@@ -525,6 +554,23 @@ class _Plan:
                  hypers: dict[int, Hyper]) -> None:  # fmt: skip
         self.index, self.group, self.static = index, group, static
         self.dense, self.sparse, self.hypers = dense, sparse, hypers
+
+
+def _snapshot(group: dict[str, Any]) -> tuple:
+    """A group's hyperparameter values but ``lr``, comparable with ``==`` (lists as tuples,
+    so that an edit in place of a list such as ``betas`` is seen)."""
+    return tuple(
+        (k, tuple(v) if type(v) is list else v)
+        for k, v in group.items()
+        if k != "params" and k != "lr"
+    )
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == is not a bool (an array): check it in full
+        return False
 
 
 def _without_step(state: State) -> State:
