@@ -340,7 +340,9 @@ class Tensor:
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         """Set ``requires_grad`` on this leaf in place and return it (freezing with False)."""
         if not isinstance(requires_grad, bool):
-            raise TypeError(f"requires_grad_(): requires_grad must be a bool; got {requires_grad!r}")
+            raise TypeError(
+                f"requires_grad_(): requires_grad must be a bool; got {requires_grad!r}"
+            )
         if not self.is_leaf and not requires_grad:
             raise RuntimeError(
                 "requires_grad_(False): only a leaf's flag can change; use .detach() to take "
@@ -390,7 +392,7 @@ class Tensor:
                 )
             bounds.check_pending(self.data, at="np.asarray(Tensor)")
             view = np.asarray(self.data)
-            view.flags.writeable = False  # MLX arrays are immutable; a write would go behind its back
+            view.flags.writeable = False  # a write would change an "immutable" MLX array
             return view
         shown = self.data.astype(mx.float32) if self.dtype == mx.bfloat16 else self.data
         bounds.check_pending(shown, at="np.asarray(Tensor)")
