@@ -125,7 +125,8 @@ UNSAVEABLE = [
     pytest.param({(1, 2): 1}, TypeError, "key", id="tuple_key"),
     pytest.param({"x": {1, 2}}, TypeError, "set", id="set"),
     pytest.param({"x": object()}, TypeError, "object", id="object"),
-    pytest.param({"x": np.zeros(2)}, TypeError, "ndarray", id="numpy_array"),
+    pytest.param({"x": np.array([None])}, TypeError, "dtype object", id="numpy_object_array"),
+    pytest.param({"x": np.array(["a"])}, TypeError, "dtype <U1", id="numpy_str_array"),
     pytest.param({"x": len}, TypeError, "builtin", id="function"),
 ]
 
