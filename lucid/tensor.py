@@ -231,13 +231,13 @@ def _target_dtype(who: str, args: tuple[Any, ...], dtype: Any) -> mx.Dtype | Non
     """The dtype that ``.to(*args, dtype=dtype)`` asks for, or None for none.
 
     Each positional argument is a dtype or a device: a string such as ``"cpu"``,
-    ``"cuda:0"`` or ``"mps"``, or an ``mx.Device``. lucid has no devices (arrays live where
-    MLX's default device puts them; see ``mx.set_default_device``), so a device is accepted
-    and ignored: ``model.to(device)`` in a ported PyTorch script does nothing.
+    ``"cuda:0"`` or ``"mps"``, ``mx.gpu`` or an ``mx.Device``. lucid has no devices (arrays
+    live where MLX's default device puts them; see ``mx.set_default_device``), so a device
+    is accepted and ignored: ``model.to(device)`` in a ported PyTorch script does nothing.
     """
     wanted: list[Any] = [] if dtype is None else [dtype]
     for arg in args:
-        if isinstance(arg, mx.Device):
+        if isinstance(arg, (mx.Device, mx.DeviceType)):  # mx.Device(mx.gpu), mx.gpu
             continue
         if isinstance(arg, str):
             if arg.split(":")[0] not in _DEVICES:
