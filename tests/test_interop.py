@@ -228,3 +228,29 @@ def test_matplotlib_plots_tensors(dtype) -> None:
         fig.canvas.draw()  # the Agg renderer really draws it
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        lambda w: np.float32(2) * w,
+        lambda w: np.float64(0.5) + w,
+        lambda w: np.int64(3) - w,
+        lambda w: np.ones(2, np.float32) / w,
+    ],
+    ids=["np.float32*", "np.float64+", "np.int64-", "ndarray/"],
+)
+def test_numpy_on_the_left_still_defers_to_the_tensor(expr) -> None:
+    """__array__ must not let NumPy's operators swallow a Tensor: they defer (priority)."""
+    w = lucid.tensor([1.0, 2.0], requires_grad=True)
+    out = expr(w)
+    assert isinstance(out, Tensor) and out.requires_grad
+    out.sum().backward()
+    assert w.grad is not None
+
+
+def test_numpy_functions_read_values_outside_the_graph() -> None:
+    w = lucid.tensor([0.0, 1.0], requires_grad=True)
+    out = np.exp(w)
+    assert type(out) is np.ndarray
+    np.testing.assert_allclose(out, np.exp([0.0, 1.0]), rtol=1e-6)
