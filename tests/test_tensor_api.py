@@ -493,6 +493,8 @@ DIM_ALIASES = [  # (id, call with dim=/keepdim=, the same call with axis=/keepdi
     ("squeeze", lambda t: t.unsqueeze(0).squeeze(dim=0), lambda t: t.unsqueeze(0).squeeze(0)),
     ("flatten", lambda t: t.flatten(start_dim=1), lambda t: t.flatten(1)),
     ("flatten-end", lambda t: t.flatten(start_dim=0, end_dim=1), lambda t: t.flatten(0, 1)),
+    ("nn.Flatten", lambda t: lucid.nn.Flatten(start_dim=0, end_dim=1)(t),
+     lambda t: t.flatten(0, 1)),
     ("cat", lambda t: lucid.cat([t, t], dim=2), lambda t: lucid.concatenate([t, t], 2)),
     ("stack", lambda t: lucid.stack([t, t], dim=1), lambda t: lucid.stack([t, t], 1)),
 ]  # fmt: skip
