@@ -156,7 +156,9 @@ def _array(who: str, tensor: Any) -> mx.array:
         return tensor.data
     if isinstance(tensor, mx.array):
         return tensor
-    raise TypeError(f"{who}: tensor must be a lucid Tensor or an mx.array; got {type(tensor).__name__}")
+    raise TypeError(
+        f"{who}: tensor must be a lucid Tensor or an mx.array; got {type(tensor).__name__}"
+    )
 
 
 def _like(tensor: Any, value: mx.array) -> Any:
@@ -316,7 +318,10 @@ class _Watchdog:
         with self.lock:
             if self.rank == 0:
                 self.counts[0] = self.count
-                msg = {"counts": list(self.counts), "gone": {str(k): v for k, v in self.gone.items()}}
+                msg = {
+                    "counts": list(self.counts),
+                    "gone": {str(k): v for k, v in self.gone.items()},
+                }
             else:
                 msg = {"count": self.count}
         line = json.dumps(msg).encode() + b"\n"
@@ -427,7 +432,9 @@ def _master_address() -> str:
 def _connect(host: str, port: int, deadline: float) -> socket.socket:
     while True:
         try:
-            return socket.create_connection((host, port), timeout=max(deadline - time.monotonic(), 0.1))
+            return socket.create_connection(
+                (host, port), timeout=max(deadline - time.monotonic(), 0.1)
+            )
         except OSError as e:
             if time.monotonic() > deadline:
                 raise RuntimeError(
