@@ -8,6 +8,7 @@ path with no wrapper (plain model and optimizer on the full batches).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -69,10 +70,8 @@ def _launch(scenario: str, tmp: Path) -> list[tuple[int, str, str, float]]:
             results.append((p.returncode, out, err, time.monotonic() - start))
     finally:
         for p in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # the group's leader has ended
                 os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             p.wait()
     return results
 
