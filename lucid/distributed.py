@@ -312,6 +312,8 @@ class _Watchdog:
                 self._receive()
                 self._check()
             except Exception as e:  # the watchdog must not die silently
+                if self.closing:  # goodbye() closed the connections under it: exiting
+                    return
                 self._fatal(f"the watchdog on rank {self.rank} failed: {type(e).__name__}: {e}")
 
     def _send(self) -> None:
