@@ -46,15 +46,17 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _launch(scenario: str, tmp: Path) -> list[tuple[int, str, str, float]]:
-    """Run both ranks; (returncode, stdout, stderr, seconds) per rank."""
+def _launch(scenario: str, tmp: Path, script: Path = WORKER,
+            args: tuple[str, ...] = ()) -> list[tuple[int, str, str, float]]:  # fmt: skip
+    """Run both ranks of ``script scenario tmp`` (or of ``script *args``); (returncode,
+    stdout, stderr, seconds) per rank."""
     hostfile = tmp / "hosts.json"
     hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in _free_ports(2)]))
     env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "PYTHONPATH": str(ROOT)}
     start = time.monotonic()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), scenario, str(tmp)],
+            [sys.executable, str(script), *(args or (scenario, str(tmp)))],
             env={**env, "MLX_RANK": str(rank)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -70,7 +72,7 @@ def _launch(scenario: str, tmp: Path) -> list[tuple[int, str, str, float]]:
             results.append((p.returncode, out, err, time.monotonic() - start))
     finally:
         for p in procs:
-            with contextlib.suppress(ProcessLookupError):  # the group's leader has ended
+            with contextlib.suppress(ProcessLookupError):  # nothing left in its group
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
     return results
@@ -169,6 +171,22 @@ def test_a_missing_peer_ends_rank_0_within_the_timeout(tmp_path, scenario, messa
     assert message in err, err
     # the start (imports and init) plus the timeout: far from the 30 s rank 1 sleeps
     assert seconds < worker.FAULT_TIMEOUT + 15, seconds
+
+
+# ----------------------------------------------------------------------------- the example
+
+
+def test_example_trains_on_two_ranks(tmp_path):
+    script = ROOT / "examples" / "train_distributed.py"
+    results = _launch("", tmp_path, script, ("--epochs", "2"))
+    accuracies = set()
+    for rank, (code, out, err, _) in enumerate(results):
+        assert code == 0, f"rank {rank}: {out}\n{err}"
+        assert f"rank {rank} of 2: shard of 673 of 1347 training images" in out
+        line = next(x for x in out.splitlines() if x.startswith(f"rank {rank}: test accuracy"))
+        assert line.split("; ")[1] == "parameters identical on all ranks: True"
+        accuracies.add(float(line.split()[4].rstrip("%;")))
+    assert len(accuracies) == 1 and accuracies.pop() > 85
 
 
 # ----------------------------------------------------------------------------- one process

@@ -73,6 +73,8 @@ class DistributedDataParallel(Module):
         self.bucket_bytes = int(bucket_cap_mb * 2**20)
         self._params = [p for p in module.parameters() if p.requires_grad]
         self._ids = {id(p) for p in self._params}
+        if dist.get_world_size() == 1:  # a world of one: nothing to broadcast or reduce
+            return
         _broadcast_state(module)
         ref = weakref.ref(self)
 
@@ -173,8 +175,6 @@ def _gather_rows(
 
 def _broadcast_state(module: Module) -> None:
     """Every parameter and buffer takes rank 0's value (flat buckets, one evaluation)."""
-    if dist.get_world_size() == 1:
-        return
     dist._enter("DistributedDataParallel's broadcast from rank 0")
     group = dist._world()
     tensors = list(module.parameters()) + list(module.buffers())
