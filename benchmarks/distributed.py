@@ -7,11 +7,12 @@ ports) each hold a set-B-shaped gradient (rank r's is ``(r + 1) * g``) and avera
   runs after backward (flat buckets of 25 MiB, one all-sum each, then views);
 - ``mlx.nn.average_gradients``: MLX's helper, with its defaults (32 MiB groups).
 
-Each timed call starts after a barrier, so both ranks enter together, and ends when its
-``mx.eval`` returns on rank 0. GB/s is the gradient's bytes over that time (the
-"algorithm bandwidth"; a ring all-reduce sends and receives 2 (N-1)/N times that per
-rank). Both results are checked against ``1.5 g`` (the mean of ``g`` and ``2 g``).
-``--sweep`` (worker only) adds DDP's bucket sizes, the measurement behind its default.
+The implementations take turns, one call each; each timed call starts after a barrier,
+so both ranks enter together, and ends when its ``mx.eval`` returns on rank 0. GB/s is
+the gradient's bytes over that time (the "algorithm bandwidth"; a ring all-reduce sends
+and receives 2 (N-1)/N times that per rank). Both results are checked against ``1.5 g``
+(the mean of ``g`` and ``2 g``). ``--sweep`` (run as a script) adds DDP's bucket sizes,
+the measurement behind its default.
 
 Run alone: ``python benchmarks/run.py --section distributed``.
 """
@@ -94,14 +95,14 @@ def _worker(quick: bool, sweep: bool, out: Path) -> None:
     for _ in range(s.warmup):
         for call in impls.values():
             mx.eval(call())
-    per_round = max(1, s.steps // s.rounds)
-    for _ in range(s.rounds):
+    # one call of each in turn (in blocks, the first block of a round was measured up to
+    # 2x faster than an identical configuration later in it, on a loaded machine)
+    for _ in range(s.steps):
         for name, call in impls.items():
-            for _ in range(per_round):
-                dist.barrier()
-                t0 = time.perf_counter()
-                mx.eval(call())
-                results[name]["times"].append(time.perf_counter() - t0)
+            dist.barrier()
+            t0 = time.perf_counter()
+            mx.eval(call())
+            results[name]["times"].append(time.perf_counter() - t0)
     if rank == 0:
         elements = sum(int(np.prod(sh)) for sh in shapes)
         out.write_text(
