@@ -5,7 +5,8 @@ Run as ``python tests/distributed_worker.py SCENARIO OUT_DIR`` with ``MLX_HOSTFI
 ``MLX_RANK`` set. Scenarios:
 
 - ``train``: 10 steps of DDP + Adagrad (with a row-sparse embedding), then DDP +
-  ZeroRedundancyOptimizer over Adagrad and over Adam, each rank on its half of every
+  ZeroRedundancyOptimizer over Adagrad and over Adam, then 3 steps of ZeRO over every
+  optimizer of the registry (two parameter groups), each rank on its half of every
   global batch; writes ``rank{r}.safetensors`` with the parameters, state sizes and, on
   rank 0, the consolidated optimizer state;
 - ``dead``: rank 1 exits right after ``init``; rank 0 starts an all-reduce later;
@@ -34,6 +35,9 @@ import lucid.distributed as dist  # noqa: E402
 from lucid import nn, optim  # noqa: E402
 from lucid.nn.parallel import DistributedDataParallel  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from optim_registry import BY_NAME, SPECS  # noqa: E402
+
 STEPS = 10
 GLOBAL_BATCH = 16
 FEATURES, WORDS, CLASSES = 8, 20, 3
@@ -42,6 +46,9 @@ FAULT_TIMEOUT = 3.0
 RUNS = [("ddp_adagrad", "Adagrad", False, True), ("zero_adagrad", "Adagrad", True, False),
         ("zero_adam", "Adam", True, False)]  # fmt: skip
 LR = {"Adagrad": 0.1, "Adam": 0.01}
+#: the family runs: ZeRO over every optimizer of the registry, a few steps each
+FAMILY = [f"family/{spec.name}" for spec in SPECS]
+FAMILY_STEPS = 3
 
 
 class Net(nn.Module):
@@ -70,29 +77,43 @@ def batches() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     ]
 
 
-def make(name: str, sparse: bool, seed: int) -> tuple[nn.Module, Any]:
-    lucid.manual_seed(seed)
-    model = Net(sparse)
-    return model, getattr(optim, name)
+def _groups(run: str, model: Net) -> tuple[type[optim.Optimizer], list[dict], dict[str, Any]]:
+    """The optimizer class, parameter groups and defaults of a run."""
+    if not run.startswith("family/"):
+        _, name, _, _ = next(r for r in RUNS if r[0] == run)
+        return getattr(optim, name), [{"params": list(model.parameters())}], {"lr": LR[name]}
+    spec = BY_NAME[run.split("/", 1)[1]]
+    defaults, second = spec.configs[0]
+    if not spec.dense:  # SparseAdam: the embedding alone, one group (one rank owns it)
+        return spec.cls, [{"params": [model.emb.weight]}], defaults
+    first = [model.emb.weight, model.hidden.weight]
+    rest = [model.out.weight] if spec.matrices_only else [model.hidden.bias, model.out.weight]
+    return spec.cls, [{"params": first}, {"params": rest, **second}], defaults
 
 
-def train(run: str, rank: int, world: int, wrap: bool) -> tuple[nn.Module, Any, list[str]]:
-    """Train one of :data:`RUNS`; rank ``rank`` of ``world`` takes its slice of every
-    batch. ``wrap``: through DDP (and ZeRO where the run says so), else plain."""
-    _, name, zero, sparse = next(r for r in RUNS if r[0] == run)
-    model, cls = make(name, sparse, seed=rank)  # ranks start apart: DDP broadcasts rank 0's
-    if wrap:
-        model = DistributedDataParallel(model)
-    params = list(model.parameters())
-    opt = (
-        optim.ZeroRedundancyOptimizer(params, cls, lr=LR[name])
-        if wrap and zero
-        else cls(params, lr=LR[name])
-    )
+def train(
+    run: str, rank: int, world: int, wrap: bool, steps: int = STEPS
+) -> tuple[nn.Module, Any, list[str]]:
+    """Train one of :data:`RUNS` (or ``family/<optimizer>``: ZeRO over that optimizer of
+    the registry, its first configuration, two parameter groups); rank ``rank`` of
+    ``world`` takes its slice of every batch. ``wrap``: through DDP (and ZeRO where the
+    run says so), else the plain model and optimizer."""
+    family = run.startswith("family/")
+    zero = family or next(r for r in RUNS if r[0] == run)[2]
+    sparse = not BY_NAME[run[7:]].dense if family else next(r for r in RUNS if r[0] == run)[3]
+    lucid.manual_seed(rank)  # ranks start apart: DDP broadcasts rank 0's parameters
+    net = Net(sparse)
+    cls, groups, defaults = _groups(run, net)
+    model = DistributedDataParallel(net) if wrap else net
+    params = [p for g in groups for p in g["params"]]
+    if wrap and zero:
+        opt = optim.ZeroRedundancyOptimizer(groups, cls, **defaults)
+    else:
+        opt = cls(groups, **defaults)
     loss_fn = nn.CrossEntropyLoss()
     part = GLOBAL_BATCH // world
     kinds = []
-    for words, x, y in batches():
+    for words, x, y in batches()[:steps]:
         rows = slice(rank * part, (rank + 1) * part)
         opt.zero_grad()
         loss = loss_fn(
@@ -153,6 +174,12 @@ def scenario_train(rank: int, world: int, out: Path) -> None:
             arrays[f"{run}/reload_same"] = mx.array(
                 same and fresh.param_groups[0]["lr"] == LR[name]
             )
+    for run in FAMILY:
+        model, opt, _ = train(run, rank, world, wrap=True, steps=FAMILY_STEPS)
+        arrays.update({f"{run}/param/{k}": v for k, v in model.state_dict().items()})
+        opt.consolidate_state_dict(to=0)
+        if rank == 0:
+            arrays.update(flatten_state(opt.state_dict(), f"{run}/state"))
     mx.save_safetensors(str(out / f"rank{rank}.safetensors"), arrays)
 
 

@@ -154,6 +154,24 @@ def test_zero_shards_state_and_consolidates_to_the_full_state(trained, run):
         assert trained[rank][f"{run}/reload_same"].item()
 
 
+@pytest.mark.parametrize("run", worker.FAMILY)
+def test_zero_works_with_every_optimizer(trained, run):
+    reference, opt, _ = worker.train(run, rank=0, world=1, wrap=False, steps=worker.FAMILY_STEPS)
+    for name, value in reference.state_dict().items():
+        for rank in range(2):
+            got = trained[rank][f"{run}/param/{name}"]
+            np.testing.assert_allclose(
+                np.array(got), np.array(value), rtol=1e-5, atol=ATOL, err_msg=name
+            )
+        assert mx.array_equal(trained[0][f"{run}/param/{name}"], trained[1][f"{run}/param/{name}"])
+    expected = worker.flatten_state(opt.state_dict(), run + "/state")
+    assert sorted(k for k in trained[0] if k.startswith(run + "/state/")) == sorted(expected)
+    for key, value in expected.items():
+        np.testing.assert_allclose(
+            np.array(trained[0][key]), np.array(value), rtol=1e-5, atol=ATOL, err_msg=key
+        )
+
+
 # ----------------------------------------------------------------------------- faults
 
 

@@ -53,6 +53,11 @@ class DistributedDataParallel(Module):
     entry counts are exchanged first, a small evaluation; ranks with fewer entries pad
     with zero rows at one of their own indices, which changes no sum.
 
+    Since the all-reduces are lazy, every rank must evaluate the same gradients: an
+    optimizer over the same parameters on every rank does (ZeroRedundancyOptimizer,
+    whose ranks own different parameters, evaluates all gradients first). A rank that
+    evaluates a bucket the others skip pairs the wrong collectives.
+
     Differs from torch: no ``no_sync()``, ``find_unused_parameters`` or
     ``broadcast_buffers`` (buffers are broadcast once, at wrap time); the reduction
     happens when the backward ends, not overlapped with it.

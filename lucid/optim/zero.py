@@ -5,6 +5,8 @@ needs a whole matrix, such as Muon or Adafactor, still sees one): largest first,
 the rank that holds the fewest elements so far. Each rank runs a local optimizer of the
 given class over its shard only, so its state is about 1/N of the whole. A step is:
 
+0. every gradient is evaluated (one evaluation on every rank: the lazy all-reduces of
+   DDP run there, the same ones on every rank);
 1. the local optimizer updates the shard (its own compiled step and evaluation);
 2. every rank's new shard is all-gathered (one flat all-gather per dtype, each rank's
    part padded to the longest), and each parameter takes its owner's new value.
@@ -24,6 +26,8 @@ import numpy as np
 
 from .. import distributed as dist
 from ..nn.parameter import Parameter
+from ..sparse import SparseGrad
+from ..tensor import Tensor
 from .optimizer import Optimizer, _groups, _param_list
 from .state_dict import SCHEDULER_KEYS
 
@@ -92,12 +96,30 @@ class ZeroRedundancyOptimizer:
         """Update this rank's shard, then all-gather every shard; return ``closure()``."""
         loss = closure() if closure is not None else None
         self._sync_groups()
+        if self.world_size > 1:
+            self._settle_gradients()
         if self.optim is not None:
             self.optim.step()
         self._consolidated = None
         if self.world_size > 1:
             self._gather_parameters()
         return loss
+
+    def _settle_gradients(self) -> None:
+        """Evaluate every parameter's gradient, on every rank. DDP's all-reduces are
+        lazy; each rank's local step would evaluate only those of its own shard, so the
+        ranks would run different collectives and pair the wrong ones (measured: garbage
+        or a hang). One evaluation of all of them, in the same graph on every rank,
+        keeps the ranks in step."""
+        pending = []
+        for p in self._params:
+            g = p.grad
+            if isinstance(g, SparseGrad):
+                pending += [g.indices, g.values]
+            elif isinstance(g, Tensor):
+                pending.append(g.data)
+        if pending:
+            mx.eval(pending)
 
     def _sync_groups(self) -> None:
         """Hyperparameters edited in ``param_groups`` reach the local groups."""
@@ -129,6 +151,10 @@ class ZeroRedundancyOptimizer:
             own = [p.data.reshape(-1) for p in shards[self.rank]]
             own.append(mx.zeros((width - lengths[self.rank],), dtype))
             gathered = mx.distributed.all_gather(mx.concatenate(own), group=group)
+            # evaluated on every rank, also one that owns all of this dtype and takes
+            # nothing from it: a rank that skipped it would pair its next collective
+            # with this one on the others (measured: a segfault in MLX's ring)
+            new.append(gathered)
             for k, shard in enumerate(shards):
                 offset = k * width
                 for p in shard:
