@@ -224,6 +224,36 @@ def test_world_of_one_changes_nothing(run):
         assert mx.array_equal(worker.flatten_state(a, "")[key], value).item(), key
 
 
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda sd: sd.pop("state"), "exactly the keys 'state' and 'param_groups'"),
+        (lambda sd: sd["param_groups"].append({}), "'param_groups' must list 1 groups"),
+        (lambda sd: sd["param_groups"][0]["params"].pop(), "param group 0 must list 2"),
+        (lambda sd: sd["state"][0].pop("sum"), r"state keys \['step'\]"),
+    ],
+)
+def test_zero_load_state_dict_refuses_bad_input_and_changes_nothing(edit, match):
+    model = nn.Linear(3, 2)
+    opt = optim.ZeroRedundancyOptimizer(model.parameters(), optim.Adagrad, lr=0.1)
+    model(lucid.ones(4, 3)).sum().backward()
+    opt.step()
+    before = opt.state_dict()
+    full = opt.state_dict()
+    bad = {
+        "state": {i: dict(e) for i, e in full["state"].items()},
+        "param_groups": [dict(g, params=list(g["params"])) for g in full["param_groups"]],
+    }
+    edit(bad)
+    with pytest.raises(ValueError, match=match):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    for i, entry in before["state"].items():
+        for k, v in entry.items():
+            assert mx.array_equal(after["state"][i][k], v).item()
+
+
 def test_collectives_in_a_world_of_one():
     import lucid.distributed as dist
 

@@ -86,11 +86,13 @@ class ZeroRedundancyOptimizer:
 
     # ------------------------------------------------------------------ the step
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the gradients of every parameter (not only this rank's shard)."""
+        """Clear the gradients of every parameter (not only this rank's shard), as
+        :meth:`lucid.optim.Optimizer.zero_grad` does."""
         for p in self._params:
-            p.grad = (
-                None if set_to_none or p.grad is None else type(p.grad)(mx.zeros(p.shape, p.dtype))
-            )
+            if set_to_none or p.grad is None or isinstance(p.grad, SparseGrad):
+                p.grad = None
+            else:
+                p.grad = Tensor(mx.zeros(p.shape, dtype=p.dtype))
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update this rank's shard, then all-gather every shard; return ``closure()``."""
