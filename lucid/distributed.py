@@ -264,7 +264,7 @@ class _Watchdog:
                         f"watchdog's side channel within {timeout:g} s"
                     ) from None
                 conn.settimeout(max(deadline - time.monotonic(), 0.1))
-                hello = json.loads(conn.makefile("rb").readline())
+                hello = json.loads(_first_line(conn))
                 conn.settimeout(_SEND_TIMEOUT)
                 self.socks[int(hello["rank"])] = conn
             server.close()
@@ -429,6 +429,18 @@ def _master_address() -> str:
         except (OSError, ValueError, IndexError, KeyError, TypeError):
             pass
     return os.environ.get("LUCID_DIST_MASTER_ADDR", "127.0.0.1")
+
+
+def _first_line(conn: socket.socket) -> bytes:
+    """The first line on ``conn``, read byte by byte: a buffered reader could swallow the
+    start of the heartbeats that follow it."""
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = conn.recv(1)
+        if not byte:
+            raise RuntimeError("lucid.distributed.init: a rank closed the side channel")
+        line += byte
+    return line
 
 
 def _connect(host: str, port: int, deadline: float) -> socket.socket:
