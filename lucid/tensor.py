@@ -35,6 +35,10 @@ Backward = Callable[[mx.array], Sequence["mx.array | None"]]
 
 _mode = threading.local()
 
+#: callables ``[(leaf, grad), ...] -> [(leaf, grad), ...]`` that every backward runs on
+#: its leaf gradients before adding them into ``.grad`` (lucid.nn.parallel registers one)
+_leaf_grad_hooks: list[Callable[[list[tuple[Any, Any]]], list[tuple[Any, Any]]]] = []
+
 
 def is_grad_enabled() -> bool:
     return getattr(_mode, "enabled", True)
@@ -481,6 +485,7 @@ class Tensor:
             _freed(seed)
 
         grads: dict[int, Any] = {id(self): seed}
+        leaf_grads: list[tuple[Tensor, Any]] = []  # accumulated after the walk, see below
         for node in reversed(order):
             g = grads.pop(id(node), None)
             parents, backward = node._parents, node._backward
@@ -489,7 +494,7 @@ class Tensor:
             if g is None:
                 continue
             if backward is None:
-                node._accumulate_grad(g)
+                leaf_grads.append((node, g))
                 continue
             for parent, pg in zip(parents, backward(g), strict=True):
                 if pg is None or not parent.requires_grad:
@@ -497,6 +502,12 @@ class Tensor:
                 if isinstance(pg, mx.array):
                     pg = unbroadcast(pg, parent.shape)
                 grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
+        # the hooks see this backward's leaf gradients together, before they are added
+        # into .grad (DistributedDataParallel replaces them by their mean over ranks)
+        for hook in list(_leaf_grad_hooks):
+            leaf_grads = hook(leaf_grads)
+        for leaf, g in leaf_grads:
+            leaf._accumulate_grad(g)
 
     def _accumulate_grad(self, g: Any) -> None:
         if isinstance(g, mx.array) and g.dtype != self.dtype:

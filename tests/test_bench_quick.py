@@ -25,7 +25,7 @@ from benchmarks.common import Section, Settings  # noqa: E402
 from benchmarks.optimizer_step import LucidAdagrad, shapes_for  # noqa: E402
 
 OPTIMIZER_SECTIONS = ["A", "B", "C"]
-ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family"]
+ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family", "distributed"]
 
 RUN_SECTIONS = ALL_SECTIONS
 
@@ -336,3 +336,10 @@ def test_gpu_check_counts_ncu_rows():
     cmd = gpu_check.ncu_command("ncu", Path("log.csv"), "lucid", 1000, 5, quick=False)
     assert cmd[:3] == ["ncu", "--csv", "--log-file"] and "gpu__time_duration.sum" in cmd
     assert cmd[-6:] == ["--workload", "lucid", "--tensors", "1000", "--steps", "5"]
+
+
+def test_distributed_section_matches_the_mean(quick):
+    sec = quick[0]["distributed"]
+    results = sec.data["results"]
+    assert set(results) == {"lucid DDP", "mlx.nn.average_gradients"}
+    assert sec.parity_ok and all(r["parity"] and r["times"] for r in results.values())

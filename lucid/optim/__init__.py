@@ -9,6 +9,7 @@ from .optimizer import Optimizer
 from .rmsprop import Adadelta, RMSprop
 from .rprop import Rprop
 from .sgd import ASGD, SGD
+from .zero import ZeroRedundancyOptimizer
 
 __all__ = [
     "Optimizer",
@@ -27,4 +28,5 @@ __all__ = [
     "Lion",
     "Adafactor",
     "Muon",
+    "ZeroRedundancyOptimizer",
 ]
