@@ -2,7 +2,7 @@
 
 import mlx.core as _mx
 
-from . import nn, optim, utils
+from . import distributed, nn, optim, utils
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, zeros, zeros_like
 from .serialization import load, save
 from .sparse import SparseGrad
@@ -100,4 +100,5 @@ __all__ = [
     "nn",
     "optim",
     "utils",
+    "distributed",
 ]
