@@ -9,9 +9,11 @@ from .optimizer import Optimizer
 from .rmsprop import Adadelta, RMSprop
 from .rprop import Rprop
 from .sgd import ASGD, SGD
+from .trees import param_groups
 
 __all__ = [
     "Optimizer",
+    "param_groups",
     "SGD",
     "ASGD",
     "Adagrad",
