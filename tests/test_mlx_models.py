@@ -267,7 +267,8 @@ def test_param_groups_first_rule_wins_and_groups_keep_tree_order() -> None:
 
 
 BAD_RULES = [
-    ([(lambda p, a: p.endswith("bais"), {"weight_decay": 0.0})], ValueError, r"rules\[0\] takes no"),
+    ([(lambda p, a: p.endswith("bais"), {"weight_decay": 0.0})], ValueError,
+     r"rules\[0\] takes no"),
     ({"bias": {"weight_decay": 0.0}}, TypeError, "list of"),
     ([(lambda p, a: True,)], TypeError, r"rules\[0\] must be a \(predicate, dict\) pair"),
     ([("bias", {"weight_decay": 0.0})], TypeError, "predicate must be callable"),
@@ -328,7 +329,8 @@ BAD_GRADS = [  # (gradient tree from the good one, error, words)
                  r"'head.bias' has shape \(4,\) and dtype mlx.core.float32; the parameter has "
                  r"\(3,\)", id="shape"),
     pytest.param(lambda g: _with(g, "fc1.bias", g["fc1"]["bias"].astype(mx.float16)),
-                 ValueError, "'fc1.bias' has shape .*float16; the parameter has .*float32", id="dtype"),
+                 ValueError, "'fc1.bias' has shape .*float16; the parameter has .*float32",
+                 id="dtype"),
     pytest.param(lambda g: _with(g, "norm.weight", "x"), TypeError,
                  "gradients: 'norm.weight' is a str; expected an mx.array", id="not_an_array"),
 ]  # fmt: skip
