@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import family, gpu_check, run, sweep  # noqa: E402
+from benchmarks import family, gpu_check, mlx_models, run, sweep  # noqa: E402
 from benchmarks.common import Section, Settings  # noqa: E402
 from benchmarks.optimizer_step import LucidAdagrad, shapes_for  # noqa: E402
 
@@ -336,3 +336,18 @@ def test_gpu_check_counts_ncu_rows():
     cmd = gpu_check.ncu_command("ncu", Path("log.csv"), "lucid", 1000, 5, quick=False)
     assert cmd[:3] == ["ncu", "--csv", "--log-file"] and "gpu__time_duration.sum" in cmd
     assert cmd[-6:] == ["--workload", "lucid", "--tensors", "1000", "--steps", "5"]
+
+
+# ------------------------------------------------------------------------- mlx_models
+
+
+def test_mlx_models_section_matches_float64(quick):
+    sec = quick[0]["mlx_models"]
+    assert list(sec.data["results"]) == [name for name, _ in mlx_models.IMPLEMENTATIONS]
+    for name, r in sec.data["results"].items():
+        assert "error" not in r, f"{name}: {r.get('error')}"
+        assert r["parity"], f"{name}: {r['worst']:.1f} x the tolerance away from float64"
+        assert math.isfinite(r["ms"]) and r["ms"] > 0
+    assert sec.data["arrays"] == 4 * mlx_models.model_size(Settings.quick_settings())[0]
+    assert sec.data["retraced"] is False
+    assert sec.parity_ok

@@ -383,3 +383,26 @@ def test_parameters_missing_a_gradient_path() -> None:
     opt = optim.SGD(make_model().trainable_parameters(), lr=0.1)
     with pytest.raises(ValueError, match="'fc1.bias'; the parameters have no such leaf"):
         opt.apply_gradients(_grads(), {"fc1": {"weight": mx.zeros((16, 6))}})
+
+
+def test_flat_and_tuple_trees() -> None:
+    """Trees of any shape MLX's tree utilities take: a flat ``{path: array}`` as the
+    parameters, tuples in the gradients (given back as tuples)."""
+    rng = np.random.default_rng(3)
+    w = [mx.array(rng.standard_normal(n, dtype=np.float32)) for n in (2, 3, 4)]
+    g = [mx.array(rng.standard_normal(n, dtype=np.float32)) for n in (2, 3, 4)]
+    params = {"pair": (w[0], w[1]), "rest": [w[2]]}
+    opt = optim.SGD(params, lr=0.5)
+    flat_params = dict(tree_flatten(params))
+    assert list(flat_params) == ["pair.0", "pair.1", "rest.0"]
+    out = opt.apply_gradients({"pair": (g[0], g[1]), "rest": [g[2]]}, flat_params)
+    assert isinstance(out["pair"], tuple) and isinstance(out["rest"], list)
+    for got, p, d in zip([*out["pair"], *out["rest"]], w, g, strict=True):
+        np.testing.assert_allclose(np.array(got), np.array(p) - 0.5 * np.array(d), rtol=1e-6)
+
+
+@pytest.mark.parametrize("gradients", [mx.zeros(3), None, "grads"])
+def test_gradients_must_be_a_tree(gradients: Any) -> None:
+    opt = optim.SGD(make_model().trainable_parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="gradients must be a tree of arrays"):
+        opt.apply_gradients(gradients, {})
