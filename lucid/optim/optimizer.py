@@ -21,8 +21,9 @@ A rule is a subclass that supplies small pieces (see :class:`lucid.optim.Adagrad
 
 The machinery lives beside this file, one job per file: ``counters.py`` (step counts),
 ``buckets.py`` (flat buckets), ``kernels.py`` (kernel boundaries, streams), ``compiled.py``
-(the compiled group steps and their cache), ``sparse_step.py`` (row-sparse gradients) and
-``state_dict.py`` (PyTorch's state layout). This file owns parameter groups, validation and
+(the compiled group steps and their cache), ``sparse_step.py`` (row-sparse gradients),
+``state_dict.py`` (PyTorch's state layout) and ``trees.py`` (MLX parameter trees as
+Parameters, for ``mlx.nn`` models). This file owns parameter groups, validation and
 the order of a step: check everything, compute every group's update (one compiled call
 each), write the results back, then evaluate them all with one ``mx.eval``.
 """
