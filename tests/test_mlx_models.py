@@ -406,3 +406,21 @@ def test_gradients_must_be_a_tree(gradients: Any) -> None:
     opt = optim.SGD(make_model().trainable_parameters(), lr=0.1)
     with pytest.raises(TypeError, match="gradients must be a tree of arrays"):
         opt.apply_gradients(gradients, {})
+
+
+def test_a_parameter_unfrozen_later_joins_by_add_param_group() -> None:
+    model = make_model()
+    model.norm.freeze()
+    opt = optim.Adagrad(model.trainable_parameters(), lr=0.05, eps=1e-8)
+    model.norm.unfreeze()
+    with pytest.raises(ValueError, match=r"'norm.weight'.*add_param_group"):
+        train(model, opt, 1)
+    norm = {k: v for k, v in tree_flatten(model.trainable_parameters()) if k.startswith("norm")}
+    opt.add_param_group({"params": norm, "lr": 0.01})
+    ref = mo.MultiOptimizer(
+        [mo.Adagrad(0.01, eps=1e-8), mo.Adagrad(0.05, eps=1e-8)],
+        [lambda path, a: path.startswith("norm")],
+    )
+    theirs = make_model()
+    np.testing.assert_allclose(train(model, opt, 10), train(theirs, ref, 10), rtol=RTOL)
+    assert_same_params(flat(model), flat(theirs), rtol=RTOL, atol=ATOL)

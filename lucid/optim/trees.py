@@ -179,7 +179,9 @@ class _Walk:
             raise ValueError(
                 f"{name}: gradients has {path!r}, which is not one of the optimizer's "
                 f"{len(self.known)} tree parameters (such as {some}); "
-                "was the optimizer built from this model's trainable_parameters()?"
+                "was the optimizer built from this model's trainable_parameters()? (A "
+                "parameter unfrozen since joins with opt.add_param_group({'params': "
+                "{path: array}}).)"
             )
         value = node if isinstance(node, mx.array) else self.lookup(path)
         if not isinstance(value, mx.array):
