@@ -8,9 +8,14 @@ Usage::
     python benchmarks/run.py --quick             # tiny sizes, a few steps (what the test runs)
     python benchmarks/run.py --json out.json     # also the sections' raw data, as JSON
 
+<<<<<<< HEAD
 Sections: A, B, C, sparse, mlp, sweep, family, distributed (see :data:`SECTIONS`).
 ``--section NAME`` is repeatable and takes comma-separated names; ``--only`` is its old
 name and still works.
+=======
+Sections: A, B, C, sparse, mlp, sweep, family, mlx_models (see :data:`SECTIONS`). ``--section NAME``
+is repeatable and takes comma-separated names; ``--only`` is its old name and still works.
+>>>>>>> trees
 
 Where the report goes:
 
@@ -51,6 +56,7 @@ import torch
 from benchmarks.common import Section, Settings, Table, machine_info
 from benchmarks.distributed import section_distributed
 from benchmarks.family import section_family
+from benchmarks.mlx_models import section_mlx_models
 from benchmarks.optimizer_step import section_a, section_b, section_c
 from benchmarks.sparse import section_sparse
 from benchmarks.sweep import section_sweep
@@ -68,7 +74,11 @@ SECTIONS: list[tuple[str, Callable[[Settings], Section | None]]] = [
     ("mlp", section_mlp),
     ("sweep", section_sweep),
     ("family", section_family),
+<<<<<<< HEAD
     ("distributed", section_distributed),
+=======
+    ("mlx_models", section_mlx_models),
+>>>>>>> trees
 ]
 
 

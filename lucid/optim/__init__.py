@@ -9,10 +9,15 @@ from .optimizer import Optimizer
 from .rmsprop import Adadelta, RMSprop
 from .rprop import Rprop
 from .sgd import ASGD, SGD
+<<<<<<< HEAD
 from .zero import ZeroRedundancyOptimizer
+=======
+from .trees import param_groups
+>>>>>>> trees
 
 __all__ = [
     "Optimizer",
+    "param_groups",
     "SGD",
     "ASGD",
     "Adagrad",

@@ -21,8 +21,9 @@ A rule is a subclass that supplies small pieces (see :class:`lucid.optim.Adagrad
 
 The machinery lives beside this file, one job per file: ``counters.py`` (step counts),
 ``buckets.py`` (flat buckets), ``kernels.py`` (kernel boundaries, streams), ``compiled.py``
-(the compiled group steps and their cache), ``sparse_step.py`` (row-sparse gradients) and
-``state_dict.py`` (PyTorch's state layout). This file owns parameter groups, validation and
+(the compiled group steps and their cache), ``sparse_step.py`` (row-sparse gradients),
+``state_dict.py`` (PyTorch's state layout) and ``trees.py`` (MLX parameter trees as
+Parameters, for ``mlx.nn`` models). This file owns parameter groups, validation and
 the order of a step: check everything, compute every group's update (one compiled call
 each), write the results back, then evaluate them all with one ``mx.eval``.
 """
@@ -41,7 +42,7 @@ from ..nn.module import Module
 from ..nn.parameter import Parameter
 from ..sparse import SparseGrad
 from ..tensor import Tensor
-from . import checks, state_dict
+from . import checks, state_dict, trees
 from .buckets import SMALL, Buckets, flatten
 from .compiled import CompiledSteps, dense_group_step
 from .counters import is_interned, step_array, step_value
@@ -63,8 +64,14 @@ class Optimizer:
     Args:
         params: an iterable of :class:`~lucid.nn.Parameter`, or of dicts (parameter
             groups) each with ``"params"`` and optional hyperparameters that override
-            ``defaults`` for that group.
+            ``defaults`` for that group; or an MLX parameter tree (nested dicts and lists
+            of ``mx.array``, as ``mlx_model.trainable_parameters()`` returns), also as a
+            group's ``"params"`` (see :func:`lucid.optim.param_groups`).
         defaults: hyperparameter names and their default values.
+
+    Each leaf of a tree is wrapped in a :class:`~lucid.nn.Parameter` (holding the same
+    array), in ``mlx.utils.tree_flatten`` order and known by its path; such an optimizer
+    also has MLX's :meth:`update` and :meth:`apply_gradients` (see ``trees.py``).
     """
 
     #: one check per hyperparameter (see checks.py)
@@ -93,6 +100,7 @@ class Optimizer:
         # wrote and nobody could touch since (reading .state, loading, or a new group
         # forgets them all): such a parameter is ready when its grad matches its .data
         self._fresh: dict[int, tuple[int, ...]] = {}
+        self._paths: dict[str, Parameter] = {}  # the tree parameters, by path
         for group in _groups(name, params):
             self.add_param_group(group)
 
@@ -187,7 +195,18 @@ class Optimizer:
         if params is None:
             raise ValueError("add_param_group: the group has no 'params' key")
         index = len(self.param_groups)
-        params = _param_list(type(self).__name__, params, f"param group {index}")
+        named: dict[str, Parameter] = {}
+        if trees.is_tree(params):
+            named = trees.named_parameters(params, f"{type(self).__name__}: param group {index}")
+            params = list(named.values())
+            for path in named:
+                if path in self._paths:
+                    raise ValueError(
+                        f"param group {index}: the tree leaf {path!r} is already in another "
+                        "parameter group"
+                    )
+        else:
+            params = _param_list(type(self).__name__, params, f"param group {index}")
         if not params:
             raise ValueError(f"param group {index}: 'params' is empty; expected parameters")
         seen_here: set[int] = set()
@@ -216,6 +235,7 @@ class Optimizer:
         self._fresh.clear()
         self.param_groups.append(group)
         self._state.update(new_state)
+        self._paths.update(named)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's gradient (to ``None``, or to zeros).
@@ -229,6 +249,21 @@ class Optimizer:
                     p.grad = None
                 else:
                     p.grad = Tensor(mx.zeros(p.shape, dtype=p.dtype))
+
+    # ------------------------------------------------------------------ MLX models
+    def update(self, model: Any, gradients: Any) -> None:
+        """Step an ``mlx.nn`` model from its gradient tree (``mlx.nn.value_and_grad``) and
+        write the new parameters into it, as ``mlx.optimizers.Optimizer.update`` does:
+        ``model.update(self.apply_gradients(gradients, model))``. The optimizer must have
+        been built from the model's tree (``model.trainable_parameters()``)."""
+        model.update(self.apply_gradients(gradients, model))
+
+    def apply_gradients(self, gradients: Any, parameters: Any) -> Any:
+        """One step from the gradient tree ``gradients``, starting from the values in
+        ``parameters`` (a tree, or an ``mlx.nn.Module``); return the new parameters as a
+        tree shaped like ``gradients``, as ``mlx.optimizers.Optimizer.apply_gradients``
+        does. Errors name the path; a failed call changes nothing (``trees.py``)."""
+        return trees.apply_gradients(self, gradients, parameters)
 
     # ------------------------------------------------------------------ the step
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -617,6 +652,8 @@ def _groups(name: str, params: Any) -> list[Any]:
             f"{name}: params must be parameters; got a {type(params).__name__} module. "
             "Did you mean model.parameters()?"
         )
+    if trees.is_tree(params):  # one MLX tree: one group
+        return [{"params": params}]
     if isinstance(params, (Tensor, mx.array)):
         raise TypeError(
             f"{name}: params must be an iterable of Parameters or of dicts; got a single "
