@@ -8,14 +8,9 @@ Usage::
     python benchmarks/run.py --quick             # tiny sizes, a few steps (what the test runs)
     python benchmarks/run.py --json out.json     # also the sections' raw data, as JSON
 
-<<<<<<< HEAD
-Sections: A, B, C, sparse, mlp, sweep, family, distributed (see :data:`SECTIONS`).
-``--section NAME`` is repeatable and takes comma-separated names; ``--only`` is its old
-name and still works.
-=======
-Sections: A, B, C, sparse, mlp, sweep, family, mlx_models (see :data:`SECTIONS`). ``--section NAME``
-is repeatable and takes comma-separated names; ``--only`` is its old name and still works.
->>>>>>> trees
+Sections: A, B, C, sparse, mlp, sweep, family, mlx_models, distributed (see
+:data:`SECTIONS`). ``--section NAME`` is repeatable and takes comma-separated names;
+``--only`` is its old name and still works.
 
 Where the report goes:
 
@@ -74,11 +69,8 @@ SECTIONS: list[tuple[str, Callable[[Settings], Section | None]]] = [
     ("mlp", section_mlp),
     ("sweep", section_sweep),
     ("family", section_family),
-<<<<<<< HEAD
-    ("distributed", section_distributed),
-=======
     ("mlx_models", section_mlx_models),
->>>>>>> trees
+    ("distributed", section_distributed),
 ]
 
 

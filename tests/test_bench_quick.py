@@ -25,11 +25,7 @@ from benchmarks.common import Section, Settings  # noqa: E402
 from benchmarks.optimizer_step import LucidAdagrad, shapes_for  # noqa: E402
 
 OPTIMIZER_SECTIONS = ["A", "B", "C"]
-<<<<<<< HEAD
-ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family", "distributed"]
-=======
-ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family", "mlx_models"]
->>>>>>> trees
+ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family", "mlx_models", "distributed"]
 
 RUN_SECTIONS = ALL_SECTIONS
 
@@ -342,13 +338,13 @@ def test_gpu_check_counts_ncu_rows():
     assert cmd[-6:] == ["--workload", "lucid", "--tensors", "1000", "--steps", "5"]
 
 
-<<<<<<< HEAD
 def test_distributed_section_matches_the_mean(quick):
     sec = quick[0]["distributed"]
     results = sec.data["results"]
     assert set(results) == {"lucid DDP", "mlx.nn.average_gradients"}
     assert sec.parity_ok and all(r["parity"] and r["times"] for r in results.values())
-=======
+
+
 # ------------------------------------------------------------------------- mlx_models
 
 
@@ -362,4 +358,3 @@ def test_mlx_models_section_matches_float64(quick):
     assert sec.data["arrays"] == 4 * mlx_models.model_size(Settings.quick_settings())[0]
     assert sec.data["retraced"] is False
     assert sec.parity_ok
->>>>>>> trees

@@ -9,11 +9,8 @@ from .optimizer import Optimizer
 from .rmsprop import Adadelta, RMSprop
 from .rprop import Rprop
 from .sgd import ASGD, SGD
-<<<<<<< HEAD
-from .zero import ZeroRedundancyOptimizer
-=======
 from .trees import param_groups
->>>>>>> trees
+from .zero import ZeroRedundancyOptimizer
 
 __all__ = [
     "Optimizer",
