@@ -237,6 +237,7 @@ def test_state_dict_continues_on_fresh_objects(case: str, via: str, tmp_path: Pa
     if via == "lucid.save":
         lucid.save(checkpoint, tmp_path / "ckpt")
         checkpoint = lucid.load(tmp_path / "ckpt")
+        assert checkpoint["scheduler"] == sched.state_dict()  # every value survives the file
     sched.step()  # later steps of the original reach no saved state
     fresh_opt, _ = _optimizers(kind)
     fresh = build(lucid_sched, fresh_opt)

@@ -614,9 +614,9 @@ class CyclicLR(LRScheduler):
         base_lrs = _per_group(owner, "base_lr", optimizer, base_lr)
         max_lrs = _per_group(owner, "max_lr", optimizer, max_lr)
         up = float(_real(owner, "step_size_up", step_size_up, 0.0, low_open=True))
-        down = up if step_size_down is None else float(
-            _real(owner, "step_size_down", step_size_down, 0.0, low_open=True)
-        )  # fmt: skip
+        down = up
+        if step_size_down is not None:
+            down = float(_real(owner, "step_size_down", step_size_down, 0.0, low_open=True))
         if scale_fn is None:
             _choice(owner, "mode", mode, ("triangular", "triangular2", "exp_range"))
         elif not callable(scale_fn):
@@ -765,17 +765,11 @@ class OneCycleLR(LRScheduler):
         # everything is valid: now the groups change
         self.optimizer = optimizer
         self.total_steps = total
-        up_end = float(pct * total) - 1
+        up_end, mid_end = float(pct * total) - 1, float(2 * pct * total) - 2
         if three_phase:
             phases = [
                 (up_end, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
-                (
-                    float(2 * pct * total) - 2,
-                    "max_lr",
-                    "initial_lr",
-                    "base_momentum",
-                    "max_momentum",
-                ),  # fmt: skip
+                (mid_end, "max_lr", "initial_lr", "base_momentum", "max_momentum"),
                 (total - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"),
             ]
         else:
