@@ -163,6 +163,8 @@ class LRScheduler:
 
     #: attributes that state_dict() leaves out (the optimizer, functions, flags)
     _unsaved: tuple[str, ...] = ("optimizer", "_is_initial")
+    #: True only during the step taken at construction
+    _is_initial: bool = False
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         owner = type(self).__name__
