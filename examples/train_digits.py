@@ -3,14 +3,18 @@
 What it shows, in order:
 
 1. Mini-batch training with :class:`lucid.utils.data.DataLoader` and
-   :class:`lucid.optim.Adagrad`, a tqdm bar per epoch with the running loss.
-2. Half-way, the model's and the optimizer's state dicts go to disk with
-   :func:`lucid.save`; then a *fresh* model and optimizer (different random init) load
-   them with :func:`lucid.load`. The reloaded optimizer state equals the saved one, the
-   reloaded model has the saved loss, and one more step on the same batch gives the
-   same loss and parameters in the original and the reloaded pair.
-3. Training goes on from the reloaded pair; the test accuracy is printed and the loss
-   curve (with the reload marked) is saved as a PNG.
+   :class:`lucid.optim.Adagrad`, a tqdm bar per epoch with the running loss. The
+   learning rate follows a linear warm-up then a cosine decay, stepped every batch
+   (:class:`~lucid.optim.lr_scheduler.SequentialLR` of ``LinearLR`` and
+   ``CosineAnnealingLR``, as in PyTorch); the compiled step never retraces for it.
+2. Half-way, the model's, the optimizer's and the scheduler's state dicts go to disk
+   with :func:`lucid.save`; then a *fresh* model, optimizer and scheduler (different
+   random init) load them with :func:`lucid.load`, in PyTorch's order (optimizer, then
+   scheduler). The reloaded states equal the saved ones, the reloaded model has the
+   saved loss, and one more step on the same batch gives the same loss and parameters
+   in the original and the reloaded set.
+3. Training goes on from the reloaded set; the test accuracy is printed and the loss
+   curve (with the reload marked) and the learning rate are saved side by side as a PNG.
 
 The data ship with scikit-learn (1797 images, no download). Runs in well under a
 minute on a laptop CPU.
@@ -34,6 +38,7 @@ from tqdm import tqdm
 
 import lucid
 from lucid import nn, optim
+from lucid.optim import lr_scheduler
 from lucid.utils.data import DataLoader, TensorDataset
 
 
@@ -46,8 +51,17 @@ def make_optimizer(model: nn.Module, lr: float) -> optim.Adagrad:
     return optim.Adagrad(model.parameters(), lr=lr)
 
 
-def train_epoch(model, optimizer, loader, loss_fn, desc: str) -> list[float]:
-    """One pass over ``loader``; returns the loss of every step."""
+def make_scheduler(optimizer: optim.Optimizer, total_steps: int, warmup_steps: int):
+    """Linear warm-up from 1% of the rate over ``warmup_steps``, then a cosine decay to
+    zero over the remaining steps, one scheduler step per batch."""
+    warmup = lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup_steps)
+    cosine = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps - warmup_steps)
+    return lr_scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+
+
+def train_epoch(model, optimizer, scheduler, loader, loss_fn, desc: str, rates: list[float]):
+    """One pass over ``loader``; returns the loss of every step and appends the learning
+    rate each step used to ``rates``."""
     model.train()
     losses: list[float] = []
     with tqdm(loader, desc=desc, leave=False, dynamic_ncols=True) as bar:
@@ -55,7 +69,9 @@ def train_epoch(model, optimizer, loader, loss_fn, desc: str) -> list[float]:
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
+            rates.append(scheduler.get_last_lr()[0])
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}", refresh=False)
     return losses
@@ -87,18 +103,22 @@ def same_tree(a: Any, b: Any) -> bool:
     return a == b
 
 
-def plot(losses: list[float], steps_per_epoch: int, resumed_at: int, path: Path) -> None:
+def plot(losses: list[float], rates: list[float], steps_per_epoch: int, resumed_at: int,
+         path: Path) -> None:  # fmt: skip
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 
     steps = np.arange(1, len(losses) + 1)
     k = steps_per_epoch
     epoch_means = np.array(losses[: len(losses) // k * k]).reshape(-1, k).mean(axis=1)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
     ax.plot(steps, losses, lw=0.6, alpha=0.5, label="loss per step")
     ax.plot(np.arange(1, len(epoch_means) + 1) * k, epoch_means, "o-", ms=3, label="epoch mean")
-    ax.axvline(resumed_at, color="k", ls="--", lw=1, label="saved, reloaded, resumed")
     ax.set(xlabel="step", ylabel="cross-entropy", yscale="log", title="MLP on digits, Adagrad")
+    ax_lr.plot(steps, rates, color="C2")
+    ax_lr.set(xlabel="step", ylabel="learning rate", title="warm-up, then cosine (SequentialLR)")
+    for a in (ax, ax_lr):
+        a.axvline(resumed_at, color="k", ls="--", lw=1, label="saved, reloaded, resumed")
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,18 +159,29 @@ def main() -> None:
     loss_fn = nn.CrossEntropyLoss()
     model = make_model(args.hidden, args.seed)
     optimizer = make_optimizer(model, args.lr)
+    # every batch of every epoch, and the one extra step after the reload
+    total_steps = args.epochs * len(loader) + 1
+    warmup_steps = max(1, min(len(loader), total_steps // 5))
+    scheduler = make_scheduler(optimizer, total_steps, warmup_steps)
     history: list[float] = []
+    rates: list[float] = []
     save_after = max(1, args.epochs // 2)
 
     # ---- first half
     for epoch in range(1, save_after + 1):
-        history += train_epoch(model, optimizer, loader, loss_fn, f"epoch {epoch}/{args.epochs}")
+        desc = f"epoch {epoch}/{args.epochs}"
+        history += train_epoch(model, optimizer, scheduler, loader, loss_fn, desc, rates)
         print(f"epoch {epoch:2d}  train loss {np.mean(history[-len(loader) :]):.4f}")
 
     # ---- checkpoint, then reload into fresh objects
     saved_loss, _ = evaluate(model, loss_fn, train_x, train_y)
     lucid.save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": save_after},
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": save_after,
+        },
         checkpoint,
     )
     print(f"saved checkpoint after epoch {save_after} to {checkpoint}")
@@ -158,26 +189,33 @@ def main() -> None:
 
     fresh_model = make_model(args.hidden, args.seed + 1)  # a different init, on purpose
     fresh_optimizer = make_optimizer(fresh_model, args.lr)
+    fresh_scheduler = make_scheduler(fresh_optimizer, total_steps, warmup_steps)
     fresh_loss, _ = evaluate(fresh_model, loss_fn, train_x, train_y)
     print(f"  fresh model, before loading:      {fresh_loss:.6f}")
     ckpt = lucid.load(checkpoint)
     fresh_model.load_state_dict(ckpt["model"])
-    fresh_optimizer.load_state_dict(ckpt["optimizer"])
+    fresh_optimizer.load_state_dict(ckpt["optimizer"])  # PyTorch's order: the optimizer,
+    fresh_scheduler.load_state_dict(ckpt["scheduler"])  # then the scheduler
     reloaded_loss, _ = evaluate(fresh_model, loss_fn, train_x, train_y)
     print(f"  fresh model, after loading:       {reloaded_loss:.6f}")
     same = same_tree(fresh_optimizer.state_dict(), optimizer.state_dict())
     print(f"  reloaded optimizer state equals the saved one: {same}")
+    same = same_tree(fresh_scheduler.state_dict(), scheduler.state_dict())
+    print(f"  reloaded scheduler state equals the saved one: {same}")
+    print(f"  learning rate at the reload: {fresh_scheduler.get_last_lr()[0]:.6f}")
 
     # one more step on the same batch, from the original and from the reloaded pair;
     # training then carries on from the reloaded pair, this step included
     x0, y0 = next(iter(loader))
     one_step = []
-    for m, opt in ((model, optimizer), (fresh_model, fresh_optimizer)):
+    pairs = ((model, optimizer, scheduler), (fresh_model, fresh_optimizer, fresh_scheduler))
+    for m, opt, sched in pairs:
         m.train()
         opt.zero_grad()
         loss = loss_fn(m(x0), y0)
         loss.backward()
         opt.step()
+        sched.step()
         one_step.append(evaluate(m, loss_fn, train_x, train_y)[0])
     gap = max(
         float(np.abs(p.numpy() - q.numpy()).max())
@@ -187,16 +225,19 @@ def main() -> None:
         f"  one more step, original vs reloaded: train loss {one_step[0]:.6f} vs "
         f"{one_step[1]:.6f}, max parameter difference {gap:.1e}"
     )
-    model, optimizer = fresh_model, fresh_optimizer  # carry on with the reloaded pair
+    # carry on with the reloaded set
+    model, optimizer, scheduler = fresh_model, fresh_optimizer, fresh_scheduler
     resumed_at = len(history)
 
     # ---- second half
     for epoch in range(ckpt["epoch"] + 1, args.epochs + 1):
-        history += train_epoch(model, optimizer, loader, loss_fn, f"epoch {epoch}/{args.epochs}")
+        desc = f"epoch {epoch}/{args.epochs}"
+        history += train_epoch(model, optimizer, scheduler, loader, loss_fn, desc, rates)
         print(f"epoch {epoch:2d}  train loss {np.mean(history[-len(loader) :]):.4f}")
 
     test_loss, test_acc = evaluate(model, loss_fn, test_x, test_y)
-    plot(history, len(loader), resumed_at, args.out)
+    plot(history, rates, len(loader), resumed_at, args.out)
+    print(f"compiled step traced {optimizer.trace_count} time(s) over {len(rates)} rates")
     print(f"test loss {test_loss:.4f}  test accuracy {test_acc:.2%}")
     print(f"saved loss curve to {args.out}")
     print(f"done in {time.perf_counter() - start:.1f} s")

@@ -1,5 +1,6 @@
 """Optimizers: one base class that owns the compiled step, and small pure update rules."""
 
+from . import lr_scheduler, schedules
 from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
@@ -31,4 +32,6 @@ __all__ = [
     "Adafactor",
     "Muon",
     "ZeroRedundancyOptimizer",
+    "lr_scheduler",
+    "schedules",
 ]
