@@ -194,6 +194,9 @@ def load(f: File) -> Any:
 # ---------------------------------------------------------------------------- tree codec
 
 
+_NON_FINITE = ("inf", "-inf", "nan")
+
+
 def _encode(obj: Any, arrays: dict[str, mx.array], where: str) -> Any:
     if isinstance(obj, Tensor):
         obj = obj.data
@@ -226,9 +229,9 @@ def _encode(obj: Any, arrays: dict[str, mx.array], where: str) -> Any:
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
-        if not math.isfinite(obj):
-            raise ValueError(f"lucid.save: {where} is {obj}; only finite floats can be saved")
-        return obj
+        # JSON has no inf or nan: they are written as {"__float__": "inf"} and so on (a
+        # scheduler's `best` is inf before its first metric, as in torch)
+        return obj if math.isfinite(obj) else {"__float__": repr(obj)}
     raise TypeError(
         f"lucid.save: {where} is a {type(obj).__name__}; expected dicts, lists, tuples, "
         "numbers, strings, None, Tensors, mx.arrays or NumPy arrays"
@@ -247,6 +250,10 @@ def _decode(node: Any, arrays: dict[str, mx.array], used: set[str]) -> Any:
             return arrays[name]
         if set(node) == {"__ndarray__", "dtype", "shape"}:
             return _decode_ndarray(node, arrays, used)
+        if set(node) == {"__float__"}:
+            if node["__float__"] not in _NON_FINITE:
+                raise CheckpointError(f"unexpected float {node['__float__']!r:.80}")
+            return float(node["__float__"])
         if set(node) == {"__tuple__"} and isinstance(node["__tuple__"], list):
             return tuple(_decode(v, arrays, used) for v in node["__tuple__"])
         if set(node) == {"__dict__"} and isinstance(node["__dict__"], list):

@@ -23,9 +23,8 @@ Differences from torch: arguments are validated at construction (a ``ValueError`
 naming the argument, the value and what was expected, before anything changes); a group
 whose ``lr`` is a schedule function (``lucid.optim.schedules``) cannot also be driven
 by a scheduler; ``state_dict()`` returns a copy (later steps do not reach it);
-:class:`ReduceLROnPlateau` saves ``best`` as ``None`` before its first metric (torch
-saves ``inf``, which a lucid checkpoint cannot hold) and leaves out ``mode_worse``
-(derived from ``mode``); no warning about calling ``scheduler.step()`` before
+:class:`ReduceLROnPlateau` leaves ``mode_worse`` (derived from ``mode``) out of its
+state dict; no warning about calling ``scheduler.step()`` before
 ``optimizer.step()``.
 
 Also here: :class:`NoamScheduler`, the Transformer warm-up of upstream lucid.
@@ -938,17 +937,11 @@ class ReduceLROnPlateau(LRScheduler):
             if old - new > self.eps:
                 group["lr"] = new
 
-    def state_dict(self) -> dict[str, Any]:
-        out = super().state_dict()
-        if math.isinf(out["best"]):  # no metric yet: a checkpoint cannot hold inf
-            out["best"] = None
-        return out
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         _choice("ReduceLROnPlateau", "mode", self.mode, ("min", "max"))
         _choice("ReduceLROnPlateau", "threshold_mode", self.threshold_mode, ("rel", "abs"))
-        if self.best is None:
+        if self.best is None:  # as an earlier lucid saved it before the first metric
             self.best = self.mode_worse
 
     def __repr__(self) -> str:
