@@ -1,0 +1,509 @@
+"""lucid.compile: one ``mx.compile`` d call for a whole training step, written as in PyTorch.
+
+``lucid.compile(fn, state=[model, optimizer])`` returns a callable with ``fn``'s signature.
+Its first call traces ``fn``: lucid points every listed object at the inputs of one pure
+function of arrays and runs ``fn`` in Python, op by op, on MLX's tracers. Later calls with
+the same structure replay the compiled graph with no Python op dispatch. Per call:
+
+1. *On the host, before the call*, lucid gathers the state: every listed module's
+   parameters and buffers (and the parameters of every listed optimizer), their ``.grad``
+   where set, every listed optimizer's per-parameter state (flat buckets unpacked: the
+   outer compile fuses the update anyway), and each parameter group's hyperparameters for
+   its next step count, computed in float64 by the optimizer's own
+   ``step_hyperparameters`` exactly as an eager step computes them. They are inputs, so
+   a new ``lr``, a schedule or a scheduler step never retraces. MLX's random state is an
+   input and an output too (``mx.compile(..., inputs=[mx.random.state],
+   outputs=[mx.random.state])``, MLX's documented pattern), so dropout draws new masks.
+2. *The compiled call* returns ``fn``'s result arrays, every parameter, buffer and state
+   array read back from the objects, and the lazy index checks (:mod:`lucid.bounds`) that
+   ``fn`` made. Inside it, ``optimizer.step()`` runs the same pure rule as an eager step
+   on each parameter with a gradient, with the hyperparameters taken from the inputs: no
+   ``mx.eval``, no host read.
+3. *After the call*, the index checks are evaluated when there are any (a bad index
+   raises ``IndexError`` and nothing is written back); then the results are written into
+   the objects and the step counters advance on the host.
+
+What keys the cache (a new value traces once more, then is cached): the structure of the
+arguments (shapes, dtypes, non-Tensor values), which parameters have a gradient on entry,
+each listed module's training mode, each parameter group's ``static_config`` and the
+pattern of step counts within it, and the keys of each parameter's state.
+
+Gradients live inside the call. A training step (``fn`` calls ``optimizer.step()``)
+consumes its gradients: afterwards the listed parameters' ``.grad`` is ``None``, as after
+``zero_grad()`` (return a gradient norm from ``fn`` to see it). A function that computes
+gradients without stepping (gradient accumulation) writes them back into ``.grad``.
+
+``fn`` may not read values on the host (``.item()``, ``.numpy()``, ``float()``,
+``print``), nor call ``clip_grad_norm_(error_if_nonfinite=True)``: inside a compiled
+call no value exists yet, and lucid raises an error that says so. Python values that
+``fn`` reads (flags, sizes, an unlisted module's weights) are constants of the trace.
+A parameter that ``fn`` changes, or gives a gradient, without being listed raises an
+error at the trace. A failing call changes no listed object.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import mlx.core as mx
+
+from . import bounds
+from .sparse import SparseGrad
+from .tensor import Tensor
+
+__all__ = ["compile", "Compiled", "active"]
+
+_active: _Trace | None = None  # the trace that is running, if any
+
+
+def active() -> _Trace | None:
+    """The running trace of a :func:`compile` d function, or ``None`` (eager)."""
+    return _active
+
+
+def compile(fn: Callable, state: Iterable[Any] = ()) -> Compiled:  # noqa: A001
+    """Compile ``fn`` into one MLX call; ``state`` lists the modules and optimizers that
+    ``fn`` reads and writes (see the module docstring). Without ``state``, ``fn`` is a
+    pure function of its Tensor arguments (inference, a loss).
+
+    Example::
+
+        @functools.partial(lucid.compile, state=[model, optimizer])
+        def train_step(x, y):
+            optimizer.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+    """
+    return Compiled(fn, state)
+
+
+class Compiled:
+    """The callable that :func:`compile` returns; ``trace_count`` counts its traces."""
+
+    def __init__(self, fn: Callable, state: Iterable[Any]) -> None:
+        from .nn.module import Module
+        from .optim.optimizer import Optimizer
+
+        if not callable(fn):
+            raise TypeError(f"lucid.compile: fn must be callable; got {type(fn).__name__}")
+        if isinstance(state, (Module, Optimizer)):
+            state = [state]
+        self.modules: list[Module] = []
+        self.optimizers: list[Optimizer] = []
+        for i, obj in enumerate(state):
+            if isinstance(obj, Module):
+                self.modules.append(obj)
+            elif isinstance(obj, Optimizer):
+                self.optimizers.append(obj)
+            else:
+                raise TypeError(
+                    f"lucid.compile: state[{i}] must be an nn.Module or an optim.Optimizer; "
+                    f"got {type(obj).__name__}"
+                )
+        self.fn = fn
+        self.trace_count = 0
+        self._entries: dict[tuple, Callable] = {}
+        self._layouts: dict[tuple, _Layout] = {}
+        self._call: _Call | None = None
+        functools.update_wrapper(self, fn)
+
+    # ------------------------------------------------------------------ the call
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _active is not None:
+            raise RuntimeError(
+                "lucid.compile: a compiled function was called while another is traced"
+            )
+        call = _Call(self, args, kwargs)
+        fn = self._entries.get(call.key)
+        if fn is None:
+            layout = self._layouts[call.key] = _Layout()
+            fn = mx.compile(
+                functools.partial(self._trace, layout),
+                inputs=[mx.random.state],
+                outputs=[mx.random.state],
+            )
+            self._entries[call.key] = fn
+        layout = self._layouts[call.key]
+        self._call = call
+        try:
+            outputs = fn(call.inputs)
+        except BaseException:
+            if not layout.traced:  # a failed trace caches nothing: the next call traces
+                del self._entries[call.key], self._layouts[call.key]
+            raise
+        finally:
+            self._call = None
+        del call.inputs  # the old arrays may be donated to the new ones
+        return call.finish(layout, outputs)
+
+    # ------------------------------------------------------------------ the trace
+    def _trace(self, layout: _Layout, inputs: list[mx.array]) -> list[mx.array]:
+        """The pure function that ``mx.compile`` traces: runs ``fn`` with every listed
+        object pointed at ``inputs``; returns the results and the state read back."""
+        global _active
+        from .nn.parameter import Parameter
+
+        call = self._call
+        assert call is not None
+        self.trace_count += 1
+        saved = call.snapshot()
+        listed = {id(p) for p in call.params}
+        others = [
+            (p, p._version, p.grad) for p in gc.get_objects()
+            if isinstance(p, Parameter) and id(p) not in listed
+        ]  # fmt: skip
+        trace = _Trace(call)
+        try:
+            args, kwargs = call.point_at(inputs)
+            _active = trace
+            with bounds.capturing() as checks:
+                try:
+                    result = self.fn(*args, **kwargs)
+                except (ValueError, RuntimeError) as e:
+                    if "Attempting to eval" in str(e):
+                        raise RuntimeError(
+                            f"lucid.compile: {_name(self.fn)} read a value on the host while "
+                            "being traced (.item(), .numpy(), .tolist(), float(), bool() or "
+                            "printing a Tensor). Inside a compiled call no value is computed "
+                            "yet; return the Tensor from fn and read it after the call."
+                        ) from None
+                    raise
+            _active = None
+            for p, version, grad in others:
+                if p._version != version or p.grad is not grad:
+                    what = "changed its .data" if p._version != version else "gave it a .grad"
+                    raise RuntimeError(
+                        f"lucid.compile: {_name(self.fn)} {what} for a Parameter of shape "
+                        f"{p.shape} that state=[...] does not list. List its module (or its "
+                        "optimizer) in state, or wrap that part in lucid.no_grad()."
+                    )
+            return layout.record(call, trace, result, checks)
+        finally:
+            _active = None
+            call.restore(saved)
+            for p, _, grad in others:
+                p.grad = grad
+
+
+class _Layout:
+    """What the trace of one structure returns, recorded when it is traced."""
+
+    def __init__(self) -> None:
+        self.traced = False
+        self.result: Any = None  # the tree of fn's result, leaves as positions
+        self.n_results = 0
+        self.state_keys: list[list[tuple[str, ...]]] = []  # per optimizer, per parameter
+        self.stepped: list[list[int]] = []  # per optimizer, positions in its params
+        self.grads: list[int] = []  # positions (in call.params) of the grads written back
+        self.checks: list[Any] = []  # the ranges of the lazy index checks, in order
+
+    def record(self, call: _Call, trace: _Trace, result: Any, checks: list[Any]) -> list:
+        leaves: list[mx.array] = []
+        self.result = _pack(result, leaves)
+        self.n_results = len(leaves)
+        out = leaves + [p.data for p in call.params] + [b.data for b in call.buffers]
+        self.state_keys, self.stepped = [], []
+        for opt, params in zip(call.optimizers, call.opt_params, strict=True):
+            keys = []
+            for p in params:
+                state = opt._state[p]
+                k = tuple(sorted(key for key in state if key != "step"))
+                keys.append(k)
+                out += [state[key] for key in k]
+            self.state_keys.append(keys)
+            stepped = trace.stepped.get(id(opt), [])
+            position = {id(p): i for i, p in enumerate(params)}
+            self.stepped.append([position[id(p)] for p in stepped])
+        # a training step consumes its gradients; a function without a step keeps them
+        stepping = any(self.stepped)
+        self.grads = [] if stepping else [
+            i for i, p in enumerate(call.params) if isinstance(p.grad, Tensor)
+        ]  # fmt: skip
+        out += [call.params[i].grad.data for i in self.grads]
+        self.checks = [c.range for c in checks]
+        for c in checks:
+            out += [c.ok, c.values]
+        self.traced = True
+        return out
+
+
+class _Trace:
+    """The running trace: the per-step hyperparameters that the listed optimizers read,
+    and which parameters each one stepped."""
+
+    def __init__(self, call: _Call) -> None:
+        self.hypers = {id(opt): h for opt, h in zip(call.optimizers, call.hypers, strict=True)}
+        self.stepped: dict[int, list[Any]] = {}
+
+    def optimizer_step(self, opt: Any, closure: Callable[[], Any] | None) -> Any:
+        """``opt.step(closure)`` inside the trace: the optimizer's pure rule on every
+        parameter with a gradient, hyperparameters from the call's inputs."""
+        name = type(opt).__name__
+        hypers = self.hypers.get(id(opt))
+        if hypers is None:
+            raise RuntimeError(
+                f"lucid.compile: {name}.step() ran inside the compiled function, but that "
+                "optimizer is not in state=[...]; list it: lucid.compile(fn, state=[model, "
+                "optimizer])"
+            )
+        if id(opt) in self.stepped:
+            raise RuntimeError(
+                f"lucid.compile: {name}.step() ran twice in one compiled call; one step per "
+                "call is supported (call the compiled function once per step)"
+            )
+        loss = closure() if closure is not None else None
+        stepped = []
+        for gi, group in enumerate(opt.param_groups):
+            static = opt.static_config(group)
+            signature = (type(opt), tuple(sorted(static.items())))
+            for i, p in enumerate(group["params"]):
+                g = p.grad
+                if g is None:
+                    continue
+                where = f"param group {gi}, params[{i}]"
+                if isinstance(g, SparseGrad):
+                    raise TypeError(
+                        f"{where}: lucid.compile does not support row-sparse gradients "
+                        "(nn.Embedding(sparse=True)) yet; run this step eagerly"
+                    )
+                if not opt._ready(p, g, signature, group):
+                    opt._refuse(where, p, g, signature, group)
+                state = opt._state[p]
+                t = opt._step_of(p) + 1
+                inner = {k: state[k] for k in sorted(state) if k != "step"}
+                new, inner = opt.rule(p.data, g.data, inner, hypers[gi][t], **static)
+                p.data = new
+                opt._state[p] = {"step": state["step"], **inner}  # counted after the call
+                stepped.append(p)
+        self.stepped[id(opt)] = stepped
+        return loss
+
+
+class _Call:
+    """One call's objects, gathered on the host: the inputs of the compiled function in
+    order, the key of its structure, and the write-back after it."""
+
+    def __init__(self, owner: Compiled, args: tuple, kwargs: dict) -> None:
+        params, buffers, seen = [], [], set()
+        for m in owner.modules:
+            for p in m.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        for opt in owner.optimizers:
+            if opt._buckets:
+                opt._buckets.unpack(opt._state)
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        params.append(p)
+        for m in owner.modules:
+            for b in m.buffers():
+                if id(b) not in seen:
+                    seen.add(id(b))
+                    buffers.append(b)
+        self.owner = owner
+        self.params, self.buffers = params, buffers
+        self.optimizers = owner.optimizers
+        self.opt_params = [
+            [p for g in o.param_groups for p in g["params"]] for o in owner.optimizers
+        ]
+
+        arg_leaves: list[mx.array] = []
+        self.args_spec = _pack((args, kwargs), arg_leaves, inputs=True)
+        grads = []
+        for i, p in enumerate(params):
+            g = p.grad
+            if isinstance(g, SparseGrad):
+                raise TypeError(
+                    f"lucid.compile: a parameter of shape {p.shape} has a row-sparse "
+                    "gradient; lucid.compile does not support those yet"
+                )
+            if g is not None:
+                grads.append(i)
+        self.grads = grads
+        inputs = arg_leaves + [p.data for p in params]
+        inputs += [params[i].grad.data for i in grads] + [b.data for b in buffers]
+        structure: list[Any] = [self.args_spec, tuple(grads), len(buffers)]
+        structure.append(tuple(m.training for o in owner.modules for m in o.modules()))
+        self.hypers = []
+        for opt, ps in zip(self.optimizers, self.opt_params, strict=True):
+            for p in ps:
+                state = opt._state[p]
+                keys = sorted(k for k in state if k != "step")
+                inputs += [state[k] for k in keys]
+                structure.append(tuple(keys))
+            self.hypers.append(self._hyperparameters(opt, inputs, structure))
+        self.key = tuple(structure)
+        self.inputs = inputs
+        self.n_args = len(arg_leaves)
+
+    @staticmethod
+    def _hyperparameters(opt: Any, inputs: list, structure: list) -> list[dict[int, dict]]:
+        """Each group's hyperparameters for each step count its parameters will reach,
+        computed on the host as an eager step computes them (they join ``inputs``)."""
+        out = []
+        for gi, group in enumerate(opt.param_groups):
+            where = f"param group {gi}"
+            opt._check_group(where, group)
+            steps = [opt._step_of(p) + 1 for p in group["params"]]
+            distinct = sorted(set(steps))
+            hypers = {t: opt._hyperparameters(where, group, t) for t in distinct}
+            for t in distinct:
+                inputs += [hypers[t][k] for k in sorted(hypers[t])]
+            static = tuple(sorted(opt.static_config(group).items()))
+            structure.append((static, tuple(distinct.index(t) for t in steps)))
+            out.append(hypers)
+        return out
+
+    # ------------------------------------------------------------------ trace side
+    def snapshot(self) -> list[Any]:
+        """Everything a trace points elsewhere, to put back after it."""
+        from .nn.parameter import _DATA
+
+        return [
+            [(_DATA.__get__(p), p.grad, p._version) for p in self.params],
+            [b.data for b in self.buffers],
+            [dict(o._state) for o in self.optimizers],
+        ]
+
+    def restore(self, saved: list[Any]) -> None:
+        from .nn.parameter import _DATA
+
+        for p, (data, grad, version) in zip(self.params, saved[0], strict=True):
+            _DATA.__set__(p, data)
+            p.grad, p._version = grad, version
+        for b, data in zip(self.buffers, saved[1], strict=True):
+            b.data = data
+        for o, state in zip(self.optimizers, saved[2], strict=True):
+            o._state.clear()
+            o._state.update(state)
+
+    def point_at(self, inputs: list[mx.array]) -> tuple[tuple, dict]:
+        """Point every object at the tracers in ``inputs``; return fn's arguments."""
+        it = iter(inputs)
+        args = [next(it) for _ in range(self.n_args)]
+        for p in self.params:
+            p.data = next(it)
+        for i in self.grads:
+            self.params[i].grad = Tensor(next(it))
+        for b in self.buffers:
+            b.data = next(it)
+        for opt, ps, hypers in zip(self.optimizers, self.opt_params, self.hypers, strict=True):
+            for p in ps:
+                state = opt._state[p]
+                opt._state[p] = {
+                    "step": state["step"],
+                    **{k: next(it) for k in sorted(k for k in state if k != "step")},
+                }
+            for per_step in hypers:
+                for h in per_step.values():
+                    for k in sorted(h):
+                        h[k] = next(it)
+        for a, spec in zip(args, _leaf_specs(self.args_spec), strict=True):
+            known = spec[-1]
+            if known is not None:
+                bounds.note_range(a, *known)
+        return _unpack(self.args_spec, args)
+
+    # ------------------------------------------------------------------ after the call
+    def finish(self, layout: _Layout, outputs: list[mx.array]) -> Any:
+        from .optim.counters import step_array
+
+        it = iter(outputs)
+        results = [next(it) for _ in range(layout.n_results)]
+        datas = [next(it) for _ in self.params]
+        buffers = [next(it) for _ in self.buffers]
+        states = [
+            [{k: next(it) for k in keys} for keys in per_opt] for per_opt in layout.state_keys
+        ]
+        grads = [next(it) for _ in layout.grads]
+        checks = [bounds.Pending(next(it), next(it), r) for r in layout.checks]
+        if checks:  # a bad index raises here, before anything is written back
+            bounds.check(checks, at=f"the compiled call of {_name(self.owner.fn)}")
+        for p, data in zip(self.params, datas, strict=True):
+            p.data = data
+        for b, data in zip(self.buffers, buffers, strict=True):
+            b.data = data
+        stepped = {id(p) for p in self.params} if any(layout.stepped) else set()
+        for p in self.params:
+            if id(p) in stepped:
+                p.grad = None
+        for i, g in zip(layout.grads, grads, strict=True):
+            self.params[i].grad = Tensor(g)
+        for opt, ps, new, moved in zip(
+            self.optimizers, self.opt_params, states, layout.stepped, strict=True
+        ):
+            steps = {id(ps[i]) for i in moved}
+            for p, inner in zip(ps, new, strict=True):
+                old = opt._state[p]["step"]
+                step = step_array(opt._step_of(p) + 1) if id(p) in steps else old
+                opt._state[p] = {"step": step, **inner}
+        return _unpack(layout.result, results)
+
+
+# ---------------------------------------------------------------------------- trees
+def _pack(tree: Any, leaves: list[mx.array], inputs: bool = False) -> Any:
+    """The spec of ``tree`` (hashable): Tensors and arrays become positions in ``leaves``;
+    other values stay as they are (constants of the trace)."""
+    if isinstance(tree, Tensor):
+        leaves.append(tree.data)
+        return ("T", tree.requires_grad, *_leaf_key(tree.data, inputs))
+    if isinstance(tree, mx.array):
+        leaves.append(tree)
+        return ("A", False, *_leaf_key(tree, inputs))
+    if isinstance(tree, (list, tuple)):
+        return (type(tree), tuple(_pack(v, leaves, inputs) for v in tree))
+    if isinstance(tree, dict):
+        return (dict, tuple((k, _pack(v, leaves, inputs)) for k, v in tree.items()))
+    try:
+        hash(tree)
+    except TypeError:
+        raise TypeError(
+            f"lucid.compile: arguments and results must be Tensors, mx.arrays, lists, tuples, "
+            f"dicts or hashable constants; got a {type(tree).__name__}"
+        ) from None
+    return ("C", tree)
+
+
+def _leaf_key(a: mx.array, inputs: bool) -> tuple:
+    if not inputs:
+        return ()
+    return (tuple(a.shape), str(a.dtype), bounds.known_range(a))
+
+
+def _leaf_specs(spec: Any) -> list[tuple]:
+    if spec[0] in ("T", "A"):
+        return [spec]
+    if spec[0] == "C":
+        return []
+    items = spec[1] if spec[0] is not dict else [v for _, v in spec[1]]
+    return [leaf for s in items for leaf in _leaf_specs(s)]
+
+
+def _unpack(spec: Any, leaves: list[mx.array]) -> Any:
+    it = iter(leaves)
+
+    def build(s: Any) -> Any:
+        kind = s[0]
+        if kind == "T":
+            return Tensor(next(it), requires_grad=s[1])
+        if kind == "A":
+            return next(it)
+        if kind == "C":
+            return s[1]
+        if kind is dict:
+            return {k: build(v) for k, v in s[1]}
+        return kind(build(v) for v in s[1])
+
+    return build(spec)
+
+
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__name__", type(fn).__name__)
