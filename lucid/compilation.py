@@ -28,10 +28,13 @@ arguments (shapes, dtypes, non-Tensor values), which parameters have a gradient 
 each listed module's training mode, each parameter group's ``static_config`` and the
 pattern of step counts within it, and the keys of each parameter's state.
 
-Gradients live inside the call. A training step (``fn`` calls ``optimizer.step()``)
-consumes its gradients: afterwards the listed parameters' ``.grad`` is ``None``, as after
-``zero_grad()`` (return a gradient norm from ``fn`` to see it). A function that computes
-gradients without stepping (gradient accumulation) writes them back into ``.grad``.
+Gradients are state like the rest: ``fn`` sees the ``.grad`` that each listed parameter
+has, and the ``.grad`` it leaves is written back. The first trace lends each parameter a
+placeholder gradient that raises when read: a step that begins with ``zero_grad()`` never
+reads it, so the gradients then stay out of the compiled call's inputs and out of its
+cache key (one trace, whether ``.grad`` is set or not). A function that does read the
+incoming gradients (accumulation across calls) is traced again with them as inputs,
+keyed on which parameters have one.
 
 ``fn`` may not read values on the host (``.item()``, ``.numpy()``, ``float()``,
 ``print``), nor call ``clip_grad_norm_(error_if_nonfinite=True)``: inside a compiled
@@ -57,6 +60,24 @@ from .tensor import Tensor
 __all__ = ["compile", "Compiled", "active"]
 
 _active: _Trace | None = None  # the trace that is running, if any
+
+
+class _GradRead(Exception):
+    """A trace read a placeholder gradient: ``fn`` depends on the incoming ``.grad``."""
+
+
+class _Placeholder(Tensor):
+    """The ``.grad`` of every listed parameter while a trace has not seen ``fn`` read
+    gradients: reading it (``.data``, and so its shape or any op) stops that trace."""
+
+    __slots__ = ()
+
+    @property  # type: ignore[override]
+    def data(self) -> mx.array:
+        raise _GradRead
+
+
+_PLACEHOLDER = _Placeholder.__new__(_Placeholder)
 
 
 def active() -> _Trace | None:
@@ -107,6 +128,7 @@ class Compiled:
                 )
         self.fn = fn
         self.trace_count = 0
+        self._reads_grads = False  # learned: a trace read a placeholder gradient
         self._entries: dict[tuple, Callable] = {}
         self._layouts: dict[tuple, _Layout] = {}
         self._call: _Call | None = None
@@ -118,7 +140,14 @@ class Compiled:
             raise RuntimeError(
                 "lucid.compile: a compiled function was called while another is traced"
             )
-        call = _Call(self, args, kwargs)
+        try:
+            return self._run(args, kwargs)
+        except _GradRead:  # fn reads the incoming gradients: they become inputs
+            self._reads_grads = True
+            return self._run(args, kwargs)
+
+    def _run(self, args: tuple, kwargs: dict) -> Any:
+        call = _Call(self, args, kwargs, with_grads=self._reads_grads)
         fn = self._entries.get(call.key)
         if fn is None:
             layout = self._layouts[call.key] = _Layout()
@@ -146,15 +175,16 @@ class Compiled:
         """The pure function that ``mx.compile`` traces: runs ``fn`` with every listed
         object pointed at ``inputs``; returns the results and the state read back."""
         global _active
-        from .nn.parameter import Parameter
+        from .nn.parameter import _DATA, Parameter
 
         call = self._call
         assert call is not None
-        self.trace_count += 1
         saved = call.snapshot()
         listed = {id(p) for p in call.params}
+        # every other live Parameter, to catch (and undo) what fn does to them: found
+        # through the garbage collector, at trace time only (~10 ms per 100k objects)
         others = [
-            (p, p._version, p.grad) for p in gc.get_objects()
+            (p, p._version, p.grad, _DATA.__get__(p)) for p in gc.get_objects()
             if isinstance(p, Parameter) and id(p) not in listed
         ]  # fmt: skip
         trace = _Trace(call)
@@ -164,6 +194,8 @@ class Compiled:
             with bounds.capturing() as checks:
                 try:
                     result = self.fn(*args, **kwargs)
+                except _GradRead:
+                    raise
                 except (ValueError, RuntimeError) as e:
                     if "Attempting to eval" in str(e):
                         raise RuntimeError(
@@ -174,7 +206,8 @@ class Compiled:
                         ) from None
                     raise
             _active = None
-            for p, version, grad in others:
+            self.trace_count += 1
+            for p, version, grad, _ in others:
                 if p._version != version or p.grad is not grad:
                     what = "changed its .data" if p._version != version else "gave it a .grad"
                     raise RuntimeError(
@@ -186,8 +219,9 @@ class Compiled:
         finally:
             _active = None
             call.restore(saved)
-            for p, _, grad in others:
-                p.grad = grad
+            for p, version, grad, data in others:
+                _DATA.__set__(p, data)
+                p.grad, p._version = grad, version
 
 
 class _Layout:
@@ -200,6 +234,7 @@ class _Layout:
         self.state_keys: list[list[tuple[str, ...]]] = []  # per optimizer, per parameter
         self.stepped: list[list[int]] = []  # per optimizer, positions in its params
         self.grads: list[int] = []  # positions (in call.params) of the grads written back
+        self.cleared: list[int] = []  # positions of the grads that fn set to None
         self.checks: list[Any] = []  # the ranges of the lazy index checks, in order
 
     def record(self, call: _Call, trace: _Trace, result: Any, checks: list[Any]) -> list:
@@ -219,12 +254,16 @@ class _Layout:
             stepped = trace.stepped.get(id(opt), [])
             position = {id(p): i for i, p in enumerate(params)}
             self.stepped.append([position[id(p)] for p in stepped])
-        # a training step consumes its gradients; a function without a step keeps them
-        stepping = any(self.stepped)
-        self.grads = [] if stepping else [
-            i for i, p in enumerate(call.params) if isinstance(p.grad, Tensor)
-        ]  # fmt: skip
-        out += [call.params[i].grad.data for i in self.grads]
+        # a placeholder still in place was not touched: that .grad stays as it is
+        ends = [p.grad for p in call.params]
+        self.grads = [
+            i for i, g in enumerate(ends) if isinstance(g, Tensor) and g is not _PLACEHOLDER
+        ]
+        self.cleared = [i for i, g in enumerate(ends) if g is None]
+        for i in self.grads:
+            if not isinstance(ends[i].data, mx.array):
+                raise TypeError(f"lucid.compile: a .grad holds a {type(ends[i]).__name__}")
+        out += [ends[i].data for i in self.grads]
         self.checks = [c.range for c in checks]
         for c in checks:
             out += [c.ok, c.values]
@@ -288,7 +327,7 @@ class _Call:
     """One call's objects, gathered on the host: the inputs of the compiled function in
     order, the key of its structure, and the write-back after it."""
 
-    def __init__(self, owner: Compiled, args: tuple, kwargs: dict) -> None:
+    def __init__(self, owner: Compiled, args: tuple, kwargs: dict, with_grads: bool) -> None:
         params, buffers, seen = [], [], set()
         for m in owner.modules:
             for p in m.parameters():
@@ -318,7 +357,7 @@ class _Call:
         arg_leaves: list[mx.array] = []
         self.args_spec = _pack((args, kwargs), arg_leaves, inputs=True)
         grads = []
-        for i, p in enumerate(params):
+        for i, p in enumerate(params if with_grads else ()):
             g = p.grad
             if isinstance(g, SparseGrad):
                 raise TypeError(
@@ -330,7 +369,8 @@ class _Call:
         self.grads = grads
         inputs = arg_leaves + [p.data for p in params]
         inputs += [params[i].grad.data for i in grads] + [b.data for b in buffers]
-        structure: list[Any] = [self.args_spec, tuple(grads), len(buffers)]
+        self.with_grads = with_grads
+        structure: list[Any] = [self.args_spec, with_grads, tuple(grads), len(buffers)]
         structure.append(tuple(m.training for o in owner.modules for m in o.modules()))
         self.hypers = []
         for opt, ps in zip(self.optimizers, self.opt_params, strict=True):
@@ -391,8 +431,12 @@ class _Call:
         args = [next(it) for _ in range(self.n_args)]
         for p in self.params:
             p.data = next(it)
-        for i in self.grads:
-            self.params[i].grad = Tensor(next(it))
+        if self.with_grads:
+            for i in self.grads:
+                self.params[i].grad = Tensor(next(it))
+        else:
+            for p in self.params:
+                p.grad = _PLACEHOLDER
         for b in self.buffers:
             b.data = next(it)
         for opt, ps, hypers in zip(self.optimizers, self.opt_params, self.hypers, strict=True):
@@ -431,10 +475,8 @@ class _Call:
             p.data = data
         for b, data in zip(self.buffers, buffers, strict=True):
             b.data = data
-        stepped = {id(p) for p in self.params} if any(layout.stepped) else set()
-        for p in self.params:
-            if id(p) in stepped:
-                p.grad = None
+        for i in layout.cleared:
+            self.params[i].grad = None
         for i, g in zip(layout.grads, grads, strict=True):
             self.params[i].grad = Tensor(g)
         for opt, ps, new, moved in zip(
@@ -506,4 +548,6 @@ def _unpack(spec: Any, leaves: list[mx.array]) -> Any:
 
 
 def _name(fn: Callable) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     return getattr(fn, "__name__", type(fn).__name__)
