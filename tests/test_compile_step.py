@@ -107,7 +107,8 @@ def test_compiled_steps_equal_eager_steps(spec: Spec) -> None:
     # gradients are then inputs, and the second call (the first with them set) traces too
     assert compiled.trace_count == (2 if spec.matrices_only else 1)
     # the optimizer's state and counters are those of the eager run
-    for p, q in zip(opt.param_groups[0]["params"], eager_opt.param_groups[0]["params"]):
+    pairs = zip(opt.param_groups[0]["params"], eager_opt.param_groups[0]["params"], strict=True)
+    for p, q in pairs:
         s, t = opt.state[p], eager_opt.state[q]
         assert s.keys() == t.keys()
         for k in s:
