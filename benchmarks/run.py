@@ -8,7 +8,7 @@ Usage::
     python benchmarks/run.py --quick             # tiny sizes, a few steps (what the test runs)
     python benchmarks/run.py --json out.json     # also the sections' raw data, as JSON
 
-Sections: A, B, C, sparse, mlp, sweep, family (see :data:`SECTIONS`). ``--section NAME``
+Sections: A, B, C, sparse, mlp, sweep, family, compile (see :data:`SECTIONS`). ``--section NAME``
 is repeatable and takes comma-separated names; ``--only`` is its old name and still works.
 
 Where the report goes:
@@ -48,6 +48,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `lucid` 
 import torch
 
 from benchmarks.common import Section, Settings, Table, machine_info
+from benchmarks.compile_step import section_compile
 from benchmarks.family import section_family
 from benchmarks.optimizer_step import section_a, section_b, section_c
 from benchmarks.sparse import section_sparse
@@ -66,6 +67,7 @@ SECTIONS: list[tuple[str, Callable[[Settings], Section | None]]] = [
     ("mlp", section_mlp),
     ("sweep", section_sweep),
     ("family", section_family),
+    ("compile", section_compile),
 ]
 
 

@@ -54,6 +54,7 @@ from typing import Any
 import mlx.core as mx
 
 from . import bounds
+from .optim.counters import step_array, step_value
 from .sparse import SparseGrad
 from .tensor import Tensor
 
@@ -185,7 +186,7 @@ class Compiled:
         # through the garbage collector, at trace time only (~10 ms per 100k objects)
         others = [
             (p, p._version, p.grad, _DATA.__get__(p)) for p in gc.get_objects()
-            if isinstance(p, Parameter) and id(p) not in listed
+            if issubclass(type(p), Parameter) and id(p) not in listed
         ]  # fmt: skip
         trace = _Trace(call)
         try:
@@ -328,12 +329,17 @@ class _Call:
     order, the key of its structure, and the write-back after it."""
 
     def __init__(self, owner: Compiled, args: tuple, kwargs: dict, with_grads: bool) -> None:
-        params, buffers, seen = [], [], set()
-        for m in owner.modules:
-            for p in m.parameters():
-                if id(p) not in seen:
+        # one walk over the modules: this runs every call (parameters(), buffers() and
+        # modules() would walk the tree three times)
+        params, buffers, seen, training = [], [], set(), []
+        own_buffers = []
+        for m in (m for root in owner.modules for m in root.modules()):
+            training.append(m.training)
+            for p in m._parameters.values():
+                if p is not None and id(p) not in seen:
                     seen.add(id(p))
                     params.append(p)
+            own_buffers.extend(b for b in m._buffers.values() if b is not None)
         for opt in owner.optimizers:
             if opt._buckets:
                 opt._buckets.unpack(opt._state)
@@ -342,11 +348,10 @@ class _Call:
                     if id(p) not in seen:
                         seen.add(id(p))
                         params.append(p)
-        for m in owner.modules:
-            for b in m.buffers():
-                if id(b) not in seen:
-                    seen.add(id(b))
-                    buffers.append(b)
+        for b in own_buffers:
+            if id(b) not in seen:
+                seen.add(id(b))
+                buffers.append(b)
         self.owner = owner
         self.params, self.buffers = params, buffers
         self.optimizers = owner.optimizers
@@ -371,28 +376,31 @@ class _Call:
         inputs += [params[i].grad.data for i in grads] + [b.data for b in buffers]
         self.with_grads = with_grads
         structure: list[Any] = [self.args_spec, with_grads, tuple(grads), len(buffers)]
-        structure.append(tuple(m.training for o in owner.modules for m in o.modules()))
-        self.hypers = []
+        structure.append(tuple(training))
+        self.hypers, self.steps = [], []
         for opt, ps in zip(self.optimizers, self.opt_params, strict=True):
+            steps = {}  # the count of each parameter (the buckets are unpacked above)
             for p in ps:
                 state = opt._state[p]
                 keys = sorted(k for k in state if k != "step")
                 inputs += [state[k] for k in keys]
                 structure.append(tuple(keys))
-            self.hypers.append(self._hyperparameters(opt, inputs, structure))
+                steps[p] = step_value(state["step"])
+            self.steps.append(steps)
+            self.hypers.append(self._hyperparameters(opt, steps, inputs, structure))
         self.key = tuple(structure)
         self.inputs = inputs
         self.n_args = len(arg_leaves)
 
     @staticmethod
-    def _hyperparameters(opt: Any, inputs: list, structure: list) -> list[dict[int, dict]]:
+    def _hyperparameters(opt: Any, counts: dict, inputs: list, structure: list) -> list[dict]:
         """Each group's hyperparameters for each step count its parameters will reach,
         computed on the host as an eager step computes them (they join ``inputs``)."""
         out = []
         for gi, group in enumerate(opt.param_groups):
             where = f"param group {gi}"
             opt._check_group(where, group)
-            steps = [opt._step_of(p) + 1 for p in group["params"]]
+            steps = [counts[p] + 1 for p in group["params"]]
             distinct = sorted(set(steps))
             hypers = {t: opt._hyperparameters(where, group, t) for t in distinct}
             for t in distinct:
@@ -458,8 +466,6 @@ class _Call:
 
     # ------------------------------------------------------------------ after the call
     def finish(self, layout: _Layout, outputs: list[mx.array]) -> Any:
-        from .optim.counters import step_array
-
         it = iter(outputs)
         results = [next(it) for _ in range(layout.n_results)]
         datas = [next(it) for _ in self.params]
@@ -469,7 +475,8 @@ class _Call:
         ]
         grads = [next(it) for _ in layout.grads]
         checks = [bounds.Pending(next(it), next(it), r) for r in layout.checks]
-        if checks:  # a bad index raises here, before anything is written back
+        if checks:  # a bad index raises here, before anything is written back; the step
+            # is evaluated in the same mx.eval (one synchronisation, not two)
             bounds.check(checks, at=f"the compiled call of {_name(self.owner.fn)}")
         for p, data in zip(self.params, datas, strict=True):
             p.data = data
@@ -478,14 +485,13 @@ class _Call:
         for i in layout.cleared:
             self.params[i].grad = None
         for i, g in zip(layout.grads, grads, strict=True):
-            self.params[i].grad = Tensor(g)
-        for opt, ps, new, moved in zip(
-            self.optimizers, self.opt_params, states, layout.stepped, strict=True
+            self.params[i].grad = _wrap(g)
+        for opt, ps, new, moved, counts in zip(
+            self.optimizers, self.opt_params, states, layout.stepped, self.steps, strict=True
         ):
-            steps = {id(ps[i]) for i in moved}
+            stepped = {id(ps[i]) for i in moved}
             for p, inner in zip(ps, new, strict=True):
-                old = opt._state[p]["step"]
-                step = step_array(opt._step_of(p) + 1) if id(p) in steps else old
+                step = step_array(counts[p] + 1) if id(p) in stepped else opt._state[p]["step"]
                 opt._state[p] = {"step": step, **inner}
         return _unpack(layout.result, results)
 
@@ -545,6 +551,15 @@ def _unpack(spec: Any, leaves: list[mx.array]) -> Any:
         return kind(build(v) for v in s[1])
 
     return build(spec)
+
+
+def _wrap(a: mx.array) -> Tensor:
+    """``Tensor(a)`` for an array that needs no conversion nor check (a gradient written
+    back: one per parameter per call, and ``Tensor()`` converts and validates)."""
+    t = Tensor.__new__(Tensor)
+    t.data, t.grad, t.requires_grad = a, None, False
+    t._parents, t._backward, t._op = (), None, ""
+    return t
 
 
 def _name(fn: Callable) -> str:
