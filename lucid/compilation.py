@@ -160,16 +160,22 @@ class Compiled:
             self._entries[call.key] = fn
         layout = self._layouts[call.key]
         self._call = call
+        key = mx.random.state[0]  # MLX leaves a tracer there when a trace fails
         try:
             outputs = fn(call.inputs)
         except BaseException:
+            _reseed(key)
             if not layout.traced:  # a failed trace caches nothing: the next call traces
                 del self._entries[call.key], self._layouts[call.key]
             raise
         finally:
             self._call = None
         del call.inputs  # the old arrays may be donated to the new ones
-        return call.finish(layout, outputs)
+        try:
+            return call.finish(layout, outputs)
+        except IndexError:  # a bad index: nothing was written back, nor drawn
+            _reseed(key)
+            raise
 
     # ------------------------------------------------------------------ the trace
     def _trace(self, layout: _Layout, inputs: list[mx.array]) -> list[mx.array]:
@@ -462,7 +468,7 @@ class _Call:
             known = spec[-1]
             if known is not None:
                 bounds.note_range(a, *known)
-        return _unpack(self.args_spec, args)
+        return _unpack(self.args_spec, args, results=False)
 
     # ------------------------------------------------------------------ after the call
     def finish(self, layout: _Layout, outputs: list[mx.array]) -> Any:
@@ -535,13 +541,15 @@ def _leaf_specs(spec: Any) -> list[tuple]:
     return [leaf for s in items for leaf in _leaf_specs(s)]
 
 
-def _unpack(spec: Any, leaves: list[mx.array]) -> Any:
+def _unpack(spec: Any, leaves: list[mx.array], results: bool = True) -> Any:
+    """The tree of ``spec`` with ``leaves`` in place; result Tensors are values (no graph,
+    no ``requires_grad``), argument Tensors keep their flag."""
     it = iter(leaves)
 
     def build(s: Any) -> Any:
         kind = s[0]
         if kind == "T":
-            return Tensor(next(it), requires_grad=s[1])
+            return Tensor(next(it), requires_grad=s[1] and not results)
         if kind == "A":
             return next(it)
         if kind == "C":
@@ -560,6 +568,13 @@ def _wrap(a: mx.array) -> Tensor:
     t.data, t.grad, t.requires_grad = a, None, False
     t._parents, t._backward, t._op = (), None, ""
     return t
+
+
+def _reseed(key: mx.array) -> None:
+    """Put MLX's global random key back to ``key`` (``mx.random.key(s)`` is
+    ``[s >> 32, s & 0xFFFFFFFF]``; the state object itself cannot be assigned to)."""
+    hi, lo = (int(v) for v in key.tolist())
+    mx.random.seed((hi << 32) | lo)
 
 
 def _name(fn: Callable) -> str:

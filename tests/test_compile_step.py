@@ -212,6 +212,27 @@ def test_state_dict_and_save_between_steps_resume_equals_an_uninterrupted_run(tm
     assert_same(values(resumed), values(model))
 
 
+@pytest.mark.parametrize("order", ["eager, compiled, eager", "compiled, eager, compiled"])
+def test_eager_and_compiled_steps_mix(order: str) -> None:
+    """Steps of either kind on the same objects equal eager steps only (the eager step's
+    flat buckets are unpacked for the compiled one and formed again after it)."""
+    model = small_op_model()
+    reference = copy.deepcopy(model)
+    opt, ref_opt = (
+        optim.Adam(model.parameters(), lr=1e-2),
+        optim.Adam(reference.parameters(), lr=1e-2),
+    )
+    eager, ref = train_step(model, opt), train_step(reference, ref_opt)
+    compiled = lucid.compile(eager, state=[model, opt])
+    x, y = batch()
+    for kind in order.split(", "):
+        for _ in range(3):
+            (eager if kind == "eager" else compiled)(x, y)
+            ref(x, y)
+    assert_same(values(model), values(reference))
+    assert opt.state[next(model.parameters())]["step"].item() == 9
+
+
 def test_gradients_without_a_step_are_written_back() -> None:
     """A compiled forward and backward (gradient accumulation) leaves the gradients in
     .grad, and an eager step after it equals a whole eager step."""
@@ -236,17 +257,20 @@ def test_gradients_without_a_step_are_written_back() -> None:
 
 def test_a_pure_function_without_state() -> None:
     @lucid.compile
-    def mse(a, b):
-        return ((a - b) ** 2).mean(), a.sum(axis=0)
+    def mse(a, b, scale=1.0):
+        return ((a - b) ** 2).mean() * scale, {"total": a.sum(axis=0), "n": len(a)}
 
     rng = np.random.default_rng(0)
     for n in (5, 5, 6):
         a, b = (lucid.tensor(rng.standard_normal((n, 3)).astype(np.float32)) for _ in range(2))
-        loss, total = mse(a, b)
-        want = ((np.array(a.data) - np.array(b.data)) ** 2).mean()
+        loss, extra = mse(a, b, scale=2.0)
+        want = 2.0 * ((np.array(a.data) - np.array(b.data)) ** 2).mean()
         assert loss.item() == pytest.approx(float(want), rel=1e-6)
-        np.testing.assert_allclose(np.array(total.data), np.array(a.data).sum(0), rtol=1e-6)
-    assert mse.trace_count == 2
+        np.testing.assert_allclose(
+            np.array(extra["total"].data), np.array(a.data).sum(0), rtol=1e-6
+        )
+        assert extra["n"] == n
+    assert mse.trace_count == 2  # one per shape
 
 
 # ----------------------------------------------------------------------------- errors
@@ -271,8 +295,10 @@ def _raises_in(fn_body, exc, match):
     bad = lucid.compile(functools.partial(fn_body, model, opt, bad=True), state=[model, opt])
 
     def call():
+        key = mx.random.state[0].tolist()
         with pytest.raises(exc, match=match):
             bad(x, y)
+        assert mx.random.state[0].tolist() == key  # nor the random stream
 
     _unchanged(model, opt, call)
     step(x, y)  # still usable after the error
