@@ -28,8 +28,9 @@ Until the error is raised, results computed from clamped indices are wrong (memo
 safe, values are not); the error is raised once, and the pending checks are dropped with it.
 
 Under :func:`lucid.compile` the flags made while a function is traced are *captured*
-(:func:`capturing`) instead of registered: they become outputs of the compiled call, and
-the call checks them (:func:`check`) before it writes anything back.
+(:func:`capturing`) instead of registered: they become outputs of the compiled call,
+which registers them (:func:`defer`) with a function that undoes the call. A bad one
+then raises where any lazy check does, after the undo: the call leaves nothing behind.
 
 Which case synchronises: only the lazy one, and only when nothing else reads a value first.
 If the loss is read (``loss.item()``) before ``step()``, the flags ride in that evaluation.
@@ -41,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,7 @@ __all__ = [
     "check",
     "checked_indices",
     "check_pending",
+    "defer",
     "known_range",
     "note_range",
     "pending",
@@ -105,6 +107,8 @@ class Pending:
     ok: mx.array
     values: mx.array
     range: _Range
+    #: what puts things back when the check fails (``lucid.compile`` undoes its call)
+    undo: Callable[[], None] | None = None
 
 
 _Pending = Pending
@@ -236,6 +240,16 @@ def _register(check: _Pending) -> None:
         check_pending(at=f"a later lookup: more than {LIMIT} lazy index checks were pending")
 
 
+def defer(checks: list[Pending]) -> None:
+    """Register ``checks`` (made elsewhere, e.g. the outputs of a compiled call) as
+    pending; :func:`check_pending` evaluates them with the others."""
+    with _lock:
+        _pending.extend(checks)
+        full = len(_pending) > LIMIT
+    if full:
+        check_pending(at=f"a later lookup: more than {LIMIT} lazy index checks were pending")
+
+
 def check_pending(*arrays: mx.array, at: str = "check_pending()") -> None:
     """Evaluate the pending index checks (together with ``arrays``, in one ``mx.eval``) and
     raise ``IndexError`` for the first that failed; ``at`` names the caller in the message.
@@ -257,6 +271,11 @@ def check(checks: list[Pending], *arrays: mx.array, at: str) -> None:
     mx.eval(*arrays, *(c.ok for c in checks))
     for c in checks:
         if not c.ok.item():
+            undone = set()
+            for u in (d.undo for d in checks if d.undo is not None and not d.ok.item()):
+                if id(u) not in undone:
+                    undone.add(id(u))
+                    u()
             inside = (c.values >= c.range.low) & (c.values < c.range.size)
             if c.range.ignore is not None:
                 inside = inside | (c.values == c.range.ignore)

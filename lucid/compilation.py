@@ -148,6 +148,8 @@ class Compiled:
             return self._run(args, kwargs)
 
     def _run(self, args: tuple, kwargs: dict) -> Any:
+        if bounds.pending():  # as an eager step does: a bad index raises before any change
+            bounds.check_pending(at=f"the start of the compiled call of {_name(self.fn)}")
         call = _Call(self, args, kwargs, with_grads=self._reads_grads)
         fn = self._entries.get(call.key)
         if fn is None:
@@ -171,11 +173,7 @@ class Compiled:
         finally:
             self._call = None
         del call.inputs  # the old arrays may be donated to the new ones
-        try:
-            return call.finish(layout, outputs)
-        except IndexError:  # a bad index: nothing was written back, nor drawn
-            _reseed(key)
-            raise
+        return call.finish(layout, outputs, key)
 
     # ------------------------------------------------------------------ the trace
     def _trace(self, layout: _Layout, inputs: list[mx.array]) -> list[mx.array]:
@@ -471,7 +469,17 @@ class _Call:
         return _unpack(self.args_spec, args, results=False)
 
     # ------------------------------------------------------------------ after the call
-    def finish(self, layout: _Layout, outputs: list[mx.array]) -> Any:
+    def finish(self, layout: _Layout, outputs: list[mx.array], key: mx.array) -> Any:
+        """Write the call's results into the objects; return ``fn``'s result.
+
+        The index checks that ``fn`` made join :mod:`lucid.bounds`' pending checks, with
+        the undoing of this call: the next read of a value (``loss.item()``) evaluates
+        them with it, as in eager lucid, and a bad index puts every object (and the
+        random key) back as it was before the call, then raises. Evaluating them here
+        instead would cost a synchronisation per call (measured on the small-op model:
+        ~5% of the step), and rolling back after it would keep the old arrays alive
+        while the new ones are computed, so that MLX could not reuse their buffers.
+        """
         it = iter(outputs)
         results = [next(it) for _ in range(layout.n_results)]
         datas = [next(it) for _ in self.params]
@@ -480,10 +488,14 @@ class _Call:
             [{k: next(it) for k in keys} for keys in per_opt] for per_opt in layout.state_keys
         ]
         grads = [next(it) for _ in layout.grads]
-        checks = [bounds.Pending(next(it), next(it), r) for r in layout.checks]
-        if checks:  # a bad index raises here, before anything is written back; the step
-            # is evaluated in the same mx.eval (one synchronisation, not two)
-            bounds.check(checks, at=f"the compiled call of {_name(self.owner.fn)}")
+        if layout.checks:
+            saved = self.snapshot()
+
+            def undo() -> None:
+                self.restore(saved)
+                _reseed(key)
+
+            bounds.defer([bounds.Pending(next(it), next(it), r, undo) for r in layout.checks])
         for p, data in zip(self.params, datas, strict=True):
             p.data = data
         for b, data in zip(self.buffers, buffers, strict=True):

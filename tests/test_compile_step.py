@@ -297,7 +297,8 @@ def _raises_in(fn_body, exc, match):
     def call():
         key = mx.random.state[0].tolist()
         with pytest.raises(exc, match=match):
-            bad(x, y)
+            result = bad(x, y)
+            result.item()  # a bad index raises at the first read, as in eager lucid
         assert mx.random.state[0].tolist() == key  # nor the random stream
 
     _unchanged(model, opt, call)
@@ -349,7 +350,7 @@ def _unlisted_optimizer(model, opt, x, y, bad=False):
 
 def _bad_target(model, opt, x, y, bad=False):
     labels = lucid.tensor(mx.array([0, 9], dtype=mx.int32)) if bad else y
-    _unlisted(model, opt, x, labels)
+    return _item(model, opt, x, labels)
 
 
 @pytest.mark.parametrize(
@@ -385,3 +386,18 @@ def test_bad_use_raises_and_changes_nothing(body, exc, match) -> None:
 def test_bad_state_is_refused(state, match) -> None:
     with pytest.raises(TypeError, match=match):
         lucid.compile(lambda: None, state=state)
+
+
+def test_a_bad_index_unread_raises_at_the_next_call_and_undoes_its_call() -> None:
+    model, opt, step = tiny()
+    x = lucid.tensor(np.ones((2, 8), np.float32))
+    good, bad = (lucid.tensor(mx.array(v, dtype=mx.int32)) for v in ([0, 1], [0, 9]))
+    step(x, good).item()
+    before = values(model)
+    step(x, bad)  # nothing read: the check waits, like an eager lazy check
+    with pytest.raises(IndexError, match="target 9.*at the start of the compiled call"):
+        step(x, good)
+    assert_same(values(model), before, rtol=0, atol=0)
+    assert opt.state[next(model.parameters())]["step"].item() == 1
+    step(x, good).item()
+    assert opt.state[next(model.parameters())]["step"].item() == 2
