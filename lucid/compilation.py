@@ -61,6 +61,7 @@ from .tensor import Tensor
 __all__ = ["compile", "Compiled", "active"]
 
 _active: _Trace | None = None  # the trace that is running, if any
+_DATA = Tensor.__dict__["data"]  # the slot behind Tensor.data (and Parameter's property)
 
 
 class _GradRead(Exception):
@@ -180,7 +181,7 @@ class Compiled:
         """The pure function that ``mx.compile`` traces: runs ``fn`` with every listed
         object pointed at ``inputs``; returns the results and the state read back."""
         global _active
-        from .nn.parameter import _DATA, Parameter
+        from .nn.parameter import Parameter
 
         call = self._call
         assert call is not None
@@ -376,7 +377,8 @@ class _Call:
             if g is not None:
                 grads.append(i)
         self.grads = grads
-        inputs = arg_leaves + [p.data for p in params]
+        get = _DATA.__get__  # Parameter.data without its property's Python frame
+        inputs = arg_leaves + [get(p) for p in params]
         inputs += [params[i].grad.data for i in grads] + [b.data for b in buffers]
         self.with_grads = with_grads
         structure: list[Any] = [self.args_spec, with_grads, tuple(grads), len(buffers)]
@@ -385,10 +387,12 @@ class _Call:
         for opt, ps in zip(self.optimizers, self.opt_params, strict=True):
             steps = {}  # the count of each parameter (the buckets are unpacked above)
             for p in ps:
+                # sorted, so that the key does not depend on the order in which a rule
+                # (or init_state) made the dict
                 state = opt._state[p]
-                keys = sorted(k for k in state if k != "step")
+                keys = tuple(sorted(k for k in state if k != "step"))
                 inputs += [state[k] for k in keys]
-                structure.append(tuple(keys))
+                structure.append(keys)
                 steps[p] = step_value(state["step"])
             self.steps.append(steps)
             self.hypers.append(self._hyperparameters(opt, steps, inputs, structure))
@@ -417,8 +421,6 @@ class _Call:
     # ------------------------------------------------------------------ trace side
     def snapshot(self) -> list[Any]:
         """Everything a trace points elsewhere, to put back after it."""
-        from .nn.parameter import _DATA
-
         return [
             [(_DATA.__get__(p), p.grad, p._version) for p in self.params],
             [b.data for b in self.buffers],
@@ -426,8 +428,6 @@ class _Call:
         ]
 
     def restore(self, saved: list[Any]) -> None:
-        from .nn.parameter import _DATA
-
         for p, (data, grad, version) in zip(self.params, saved[0], strict=True):
             _DATA.__set__(p, data)
             p.grad, p._version = grad, version
@@ -480,13 +480,13 @@ class _Call:
         ~5% of the step), and rolling back after it would keep the old arrays alive
         while the new ones are computed, so that MLX could not reuse their buffers.
         """
-        it = iter(outputs)
-        results = [next(it) for _ in range(layout.n_results)]
-        datas = [next(it) for _ in self.params]
-        buffers = [next(it) for _ in self.buffers]
-        states = [
-            [{k: next(it) for k in keys} for keys in per_opt] for per_opt in layout.state_keys
-        ]
+        n_params, n_buffers = len(self.params), len(self.buffers)
+        n = layout.n_results
+        results = outputs[:n]
+        datas = outputs[n : n + n_params]
+        buffers = outputs[n + n_params : n + n_params + n_buffers]
+        it = iter(outputs[n + n_params + n_buffers :])
+        states = [[[next(it) for _ in keys] for keys in per] for per in layout.state_keys]
         grads = [next(it) for _ in layout.grads]
         if layout.checks:
             saved = self.snapshot()
@@ -496,21 +496,26 @@ class _Call:
                 _reseed(key)
 
             bounds.defer([bounds.Pending(next(it), next(it), r, undo) for r in layout.checks])
+        put = _DATA.__set__  # Parameter.data's setter, without its Python frame
         for p, data in zip(self.params, datas, strict=True):
-            p.data = data
+            put(p, data)
+            p._version += 1
         for b, data in zip(self.buffers, buffers, strict=True):
             b.data = data
         for i in layout.cleared:
             self.params[i].grad = None
         for i, g in zip(layout.grads, grads, strict=True):
             self.params[i].grad = _wrap(g)
-        for opt, ps, new, moved, counts in zip(
-            self.optimizers, self.opt_params, states, layout.stepped, self.steps, strict=True
-        ):
-            stepped = {id(ps[i]) for i in moved}
-            for p, inner in zip(ps, new, strict=True):
-                step = step_array(counts[p] + 1) if id(p) in stepped else opt._state[p]["step"]
-                opt._state[p] = {"step": step, **inner}
+        for opt, ps, keys, new, moved, counts in zip(
+            self.optimizers, self.opt_params, layout.state_keys, states, layout.stepped,
+            self.steps, strict=True,
+        ):  # fmt: skip
+            table = opt._state
+            for p, names, arrays in zip(ps, keys, new, strict=True):
+                table[p] = {"step": table[p]["step"], **dict(zip(names, arrays, strict=True))}
+            for i in moved:  # the counters advance on the host
+                p = ps[i]
+                table[p]["step"] = step_array(counts[p] + 1)
         return _unpack(layout.result, results)
 
 
