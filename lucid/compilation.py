@@ -19,9 +19,11 @@ the same structure replay the compiled graph with no Python op dispatch. Per cal
    ``fn`` made. Inside it, ``optimizer.step()`` runs the same pure rule as an eager step
    on each parameter with a gradient, with the hyperparameters taken from the inputs: no
    ``mx.eval``, no host read.
-3. *After the call*, the index checks are evaluated when there are any (a bad index
-   raises ``IndexError`` and nothing is written back); then the results are written into
-   the objects and the step counters advance on the host.
+3. *After the call*, the results are written into the objects and the step counters
+   advance on the host. The index checks join lucid's pending checks, as an eager
+   step's do: the next read of a value (``loss.item()``), or the next call, evaluates
+   them, and a bad index first undoes the call (every object and the random key as
+   before it), then raises ``IndexError``.
 
 What keys the cache (a new value traces once more, then is cached): the structure of the
 arguments (shapes, dtypes, non-Tensor values), which parameters have a gradient on entry,
@@ -41,7 +43,14 @@ keyed on which parameters have one.
 call no value exists yet, and lucid raises an error that says so. Python values that
 ``fn`` reads (flags, sizes, an unlisted module's weights) are constants of the trace.
 A parameter that ``fn`` changes, or gives a gradient, without being listed raises an
-error at the trace. A failing call changes no listed object.
+error at the trace. A failing call changes no listed object, nor the random key.
+
+Measured (``benchmarks/compile_step.py``, 2-core Linux, MLX 0.32 CPU, a loaded machine:
+rough numbers): on the small-op model of issue 14 a compiled step took 1.5-2.6 ms
+against 2.9-3.7 ms eager and 1.1-2.3 ms for MLX's own compiled step (1.1-1.4x of it,
+the load moving the ratio); lucid's cost above MLX's is host work, ~0.15 ms a call
+for 36 parameters (gathering and writing back the state), since the compiled graphs
+measured the same.
 """
 
 from __future__ import annotations
