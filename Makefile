@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo demo-distributed test lint format bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(PY):
 demo: $(PY)
 	$(PIP) install --quiet -e ".[examples]"
 	$(PY) examples/train_digits.py
+
+# two processes on this machine (MLX's ring backend over 127.0.0.1), started by MLX's launcher
+demo-distributed: $(PY)
+	$(PIP) install --quiet -e ".[examples]"
+	$(VENV)/bin/mlx.launch -n 2 $(PY) examples/train_distributed.py
 
 test: $(PY)
 	$(PIP) install --quiet -e ".[test,examples]"

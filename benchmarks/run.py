@@ -8,8 +8,9 @@ Usage::
     python benchmarks/run.py --quick             # tiny sizes, a few steps (what the test runs)
     python benchmarks/run.py --json out.json     # also the sections' raw data, as JSON
 
-Sections: A, B, C, sparse, mlp, sweep, family, compile (see :data:`SECTIONS`). ``--section NAME``
-is repeatable and takes comma-separated names; ``--only`` is its old name and still works.
+Sections: A, B, C, sparse, mlp, sweep, family, mlx_models, distributed, compile (see
+:data:`SECTIONS`). ``--section NAME`` is repeatable and takes comma-separated names;
+``--only`` is its old name and still works.
 
 Where the report goes:
 
@@ -49,7 +50,9 @@ import torch
 
 from benchmarks.common import Section, Settings, Table, machine_info
 from benchmarks.compile_step import section_compile
+from benchmarks.distributed import section_distributed
 from benchmarks.family import section_family
+from benchmarks.mlx_models import section_mlx_models
 from benchmarks.optimizer_step import section_a, section_b, section_c
 from benchmarks.sparse import section_sparse
 from benchmarks.sweep import section_sweep
@@ -67,6 +70,8 @@ SECTIONS: list[tuple[str, Callable[[Settings], Section | None]]] = [
     ("mlp", section_mlp),
     ("sweep", section_sweep),
     ("family", section_family),
+    ("mlx_models", section_mlx_models),
+    ("distributed", section_distributed),
     ("compile", section_compile),
 ]
 

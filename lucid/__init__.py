@@ -2,7 +2,7 @@
 
 import mlx.core as _mx
 
-from . import nn, optim, utils
+from . import distributed, nn, optim, utils
 from .compilation import compile as compile  # noqa: PLC0414  (shadows the builtin, like torch)
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, zeros, zeros_like
 from .serialization import load, save
@@ -10,6 +10,9 @@ from .sparse import SparseGrad
 from .tensor import (
     Tensor,
     abs,
+    argmax,
+    argmin,
+    cat,
     clip,
     concatenate,
     exp,
@@ -82,7 +85,10 @@ __all__ = [
     "logsumexp",
     "softmax",
     "log_softmax",
+    "argmax",
+    "argmin",
     "concatenate",
+    "cat",
     "stack",
     "float32",
     "float16",
@@ -96,4 +102,5 @@ __all__ = [
     "nn",
     "optim",
     "utils",
+    "distributed",
 ]

@@ -27,11 +27,17 @@ from . import bounds
 
 __all__ = ["Tensor", "tensor", "no_grad", "is_grad_enabled", "unbroadcast"]
 
+_DEVICES = ("cpu", "cuda", "mps", "gpu")  # accepted by .to(), which ignores them
+
 Backward = Callable[[mx.array], Sequence["mx.array | None"]]
 
 # --------------------------------------------------------------------------- grad mode
 
 _mode = threading.local()
+
+#: callables ``[(leaf, grad), ...] -> [(leaf, grad), ...]`` that every backward runs on
+#: its leaf gradients before adding them into ``.grad`` (lucid.nn.parallel registers one)
+_leaf_grad_hooks: list[Callable[[list[tuple[Any, Any]]], list[tuple[Any, Any]]]] = []
 
 
 def is_grad_enabled() -> bool:
@@ -192,6 +198,67 @@ def _accumulate(a: Any, b: Any) -> Any:
     return a + b
 
 
+# --------------------------------------------------------------------------- PyTorch names
+
+
+def _torch_names(**aliases: str) -> Callable[[Callable], Callable]:
+    """Accept PyTorch's keyword names for lucid's: ``dim=`` for ``axis=`` and so on.
+
+    ``_torch_names(dim="axis", keepdim="keepdims")`` maps ``f(x, dim=1, keepdim=True)``
+    to ``f(x, axis=1, keepdims=True)``. Passing a name and its alias together raises
+    ``TypeError``, as a repeated argument does.
+    """
+
+    def wrap(func: Callable) -> Callable:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if kwargs:
+                for alias, name in aliases.items():
+                    if alias in kwargs:
+                        if name in kwargs:
+                            raise TypeError(
+                                f"{func.__name__}(): got both {name}= and {alias}= "
+                                f"(PyTorch's name for {name}); pass one"
+                            )
+                        kwargs[name] = kwargs.pop(alias)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return wrap
+
+
+_axis_names = _torch_names(dim="axis", keepdim="keepdims")
+
+
+def _target_dtype(who: str, args: tuple[Any, ...], dtype: Any) -> mx.Dtype | None:
+    """The dtype that ``.to(*args, dtype=dtype)`` asks for, or None for none.
+
+    Each positional argument is a dtype or a device: a string such as ``"cpu"``,
+    ``"cuda:0"`` or ``"mps"``, ``mx.gpu`` or an ``mx.Device``. lucid has no devices (arrays
+    live where MLX's default device puts them; see ``mx.set_default_device``), so a device
+    is accepted and ignored: ``model.to(device)`` in a ported PyTorch script does nothing.
+    """
+    wanted: list[Any] = [] if dtype is None else [dtype]
+    for arg in args:
+        if isinstance(arg, (mx.Device, mx.DeviceType)):  # mx.Device(mx.gpu), mx.gpu
+            continue
+        if isinstance(arg, str):
+            if arg.split(":")[0] not in _DEVICES:
+                raise ValueError(
+                    f"{who}: unknown device {arg!r}; expected one of {', '.join(_DEVICES)} "
+                    "(optionally with ':<index>'), which lucid accepts and ignores"
+                )
+            continue
+        wanted.append(arg)
+    for d in wanted:
+        if not isinstance(d, mx.Dtype):
+            raise TypeError(f"{who}: expected a dtype (e.g. lucid.float16) or a device; got {d!r}")
+    if len(set(wanted)) > 1:
+        raise TypeError(f"{who}: got more than one dtype: {', '.join(map(str, wanted))}")
+    return wanted[0] if wanted else None
+
+
 # --------------------------------------------------------------------------- Tensor
 
 
@@ -265,7 +332,81 @@ class Tensor:
 
     # ---- conversion
     def detach(self) -> Tensor:
+        """The same values (the same ``mx.array``) with no graph and no grad."""
         return Tensor(self.data)
+
+    def clone(self) -> Tensor:
+        """A copy that stays in the graph, as in torch: the gradient flows back unchanged.
+        The copy holds its own ``mx.array`` object, so item assignment into
+        ``clone.data`` leaves ``self`` alone."""
+        return _result(mx.array(self.data), (self,), lambda g: (g,), "clone")
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set ``requires_grad`` on this leaf in place and return it (freezing with False)."""
+        if not isinstance(requires_grad, bool):
+            raise TypeError(
+                f"requires_grad_(): requires_grad must be a bool; got {requires_grad!r}"
+            )
+        if not self.is_leaf and not requires_grad:
+            raise RuntimeError(
+                "requires_grad_(False): only a leaf's flag can change; use .detach() to take "
+                "a computed tensor out of the graph"
+            )
+        if requires_grad and not _is_floating(self.dtype):
+            raise TypeError(f"requires_grad_(True) needs a floating dtype; got {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def to(self, *args: Any, dtype: mx.Dtype | None = None) -> Tensor:
+        """``t.to(dtype)``, ``t.to(device)``, ``t.to(device, dtype)``: cast, differentiably.
+
+        Returns ``self`` when the dtype is already right (as torch does). A device
+        (``"cpu"``, ``"cuda"``, ``"mps"``, ``"gpu"``, with an optional ``":0"``, or an
+        ``mx.Device``) is accepted and ignored: lucid has no devices, MLX places arrays.
+        """
+        target = _target_dtype("Tensor.to()", args, dtype)
+        return self if target is None or target == self.dtype else astype(self, target)
+
+    def float(self) -> Tensor:
+        """``self.to(lucid.float32)``."""
+        return self.to(mx.float32)
+
+    def half(self) -> Tensor:
+        """``self.to(lucid.float16)``."""
+        return self.to(mx.float16)
+
+    # ---- interop: NumPy and MLX functions read a Tensor's values, without its graph
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """NumPy's conversion protocol: ``np.asarray(t)``, ``np.array(t)`` and what is built
+        on them (``np.allclose``, matplotlib) see the values, not an object array.
+
+        Gives a new array (bfloat16, which NumPy lacks, as float32: exact), cast to
+        ``dtype`` if given. With ``copy=False`` (NumPy 2) it gives a read-only view of the
+        evaluated MLX buffer, and raises ``ValueError`` where that needs a copy (a
+        bfloat16 tensor, or another ``dtype``). Pending lazy index checks are raised here,
+        as in :meth:`numpy` (see :mod:`lucid.bounds`).
+        """
+        wanted = None if dtype is None else np.dtype(dtype)
+        if copy is False:
+            own = None if self.dtype == mx.bfloat16 else np.dtype(str(self.dtype).split(".")[-1])
+            if own is None or (wanted is not None and wanted != own):
+                raise ValueError(
+                    f"np.asarray(Tensor, copy=False): a tensor of dtype {self.dtype} cannot "
+                    f"be viewed as {wanted or 'a NumPy array'} without a copy"
+                )
+            bounds.check_pending(self.data, at="np.asarray(Tensor)")
+            view = np.asarray(self.data)
+            view.flags.writeable = False  # a write would change an "immutable" MLX array
+            return view
+        shown = self.data.astype(mx.float32) if self.dtype == mx.bfloat16 else self.data
+        bounds.check_pending(shown, at="np.asarray(Tensor)")
+        values = np.array(shown)
+        return values if wanted is None else values.astype(wanted, copy=False)
+
+    def __mlx_array__(self) -> mx.array:
+        """MLX's conversion protocol: ``mx.array(t)``, ``mx.abs(t)``, ``arr + t`` read
+        ``t.data``. The result is an ``mx.array``, outside lucid's graph."""
+        return self.data
 
     # Reading values raises for any lazy index check still pending (lucid.bounds), with
     # the flags evaluated in the same mx.eval as the value.
@@ -344,6 +485,7 @@ class Tensor:
             _freed(seed)
 
         grads: dict[int, Any] = {id(self): seed}
+        leaf_grads: list[tuple[Tensor, Any]] = []  # accumulated after the walk, see below
         for node in reversed(order):
             g = grads.pop(id(node), None)
             parents, backward = node._parents, node._backward
@@ -352,7 +494,7 @@ class Tensor:
             if g is None:
                 continue
             if backward is None:
-                node._accumulate_grad(g)
+                leaf_grads.append((node, g))
                 continue
             for parent, pg in zip(parents, backward(g), strict=True):
                 if pg is None or not parent.requires_grad:
@@ -360,6 +502,12 @@ class Tensor:
                 if isinstance(pg, mx.array):
                     pg = unbroadcast(pg, parent.shape)
                 grads[id(parent)] = _accumulate(grads.get(id(parent)), pg)
+        # the hooks see this backward's leaf gradients together, before they are added
+        # into .grad (DistributedDataParallel replaces them by their mean over ranks)
+        for hook in list(_leaf_grad_hooks):
+            leaf_grads = hook(leaf_grads)
+        for leaf, g in leaf_grads:
+            leaf._accumulate_grad(g)
 
     def _accumulate_grad(self, g: Any) -> None:
         if isinstance(g, mx.array) and g.dtype != self.dtype:
@@ -480,18 +628,32 @@ class Tensor:
     def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
         return clip(self, min, max)
 
+    # every method and function that takes an axis also takes PyTorch's dim= (keepdim=)
+    @_axis_names
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         return sum(self, axis, keepdims)
 
+    @_axis_names
     def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         return mean(self, axis, keepdims)
 
+    @_axis_names
     def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         return max(self, axis, keepdims)
 
+    @_axis_names
     def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         return min(self, axis, keepdims)
 
+    @_axis_names
+    def argmax(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        return argmax(self, axis, keepdims)
+
+    @_axis_names
+    def argmin(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        return argmin(self, axis, keepdims)
+
+    @_axis_names
     def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
         return var(self, axis, keepdims, ddof)
 
@@ -519,21 +681,27 @@ class Tensor:
     def T(self) -> Tensor:
         return transpose(self)
 
+    @_axis_names
     def squeeze(self, axis: Any = None) -> Tensor:
         return squeeze(self, axis)
 
+    @_axis_names
     def unsqueeze(self, axis: int) -> Tensor:
         return unsqueeze(self, axis)
 
+    @_torch_names(start_dim="start_axis", end_dim="end_axis")
     def flatten(self, start_axis: int = 0, end_axis: int = -1) -> Tensor:
         return flatten(self, start_axis, end_axis)
 
+    @_axis_names
     def softmax(self, axis: int = -1) -> Tensor:
         return softmax(self, axis)
 
+    @_axis_names
     def log_softmax(self, axis: int = -1) -> Tensor:
         return log_softmax(self, axis)
 
+    @_axis_names
     def logsumexp(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         return logsumexp(self, axis, keepdims)
 
@@ -784,6 +952,7 @@ def astype(a: Tensor, dtype: mx.Dtype) -> Tensor:
 # --------------------------------------------------------------------------- reductions
 
 
+@_axis_names
 def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     axes = _axes(axis, a.ndim)
     out = mx.sum(a.data, axis=axes, keepdims=keepdims)
@@ -791,6 +960,7 @@ def sum(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     return _result(out, (a,), lambda g: (_expand_reduced(g, shape, axes, keepdims),), "sum")
 
 
+@_axis_names
 def mean(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     axes = _axes(axis, a.ndim)
     shape = a.shape
@@ -814,14 +984,39 @@ def _extremum(a: Tensor, axis: Any, keepdims: bool, fn: Callable, op: str) -> Te
     return _result(out, (a,), backward, op)
 
 
+@_axis_names
 def max(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     return _extremum(a, axis, keepdims, mx.max, "max")
 
 
+@_axis_names
 def min(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     return _extremum(a, axis, keepdims, mx.min, "min")
 
 
+def _arg_extremum(a: Any, axis: int | None, keepdims: bool, fn: Callable, who: str) -> Tensor:
+    x = _data(a)
+    n = x.size if axis is None else x.shape[axis] if x.ndim else 1
+    if n == 0:
+        raise ValueError(f"{who}(): the {'tensor' if axis is None else f'axis {axis}'} is empty")
+    return Tensor(fn(x, axis=axis, keepdims=keepdims).astype(mx.int32))
+
+
+@_axis_names
+def argmax(a: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """The index of the largest value along ``axis``, or in the flattened tensor when
+    ``axis`` is None; the first one on ties, as in NumPy and torch. An int32 Tensor (torch
+    gives int64; int32 is what lucid indexes with), with no gradient."""
+    return _arg_extremum(a, axis, keepdims, mx.argmax, "argmax")
+
+
+@_axis_names
+def argmin(a: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """The index of the smallest value; see :func:`argmax`."""
+    return _arg_extremum(a, axis, keepdims, mx.argmin, "argmin")
+
+
+@_axis_names
 def var(a: Tensor, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """Variance ``sum((x - mean)^2) / (n - ddof)`` (ddof=0 by default, like NumPy).
 
@@ -843,6 +1038,7 @@ def var(a: Tensor, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> T
     return _result(out, (a,), backward, "var")
 
 
+@_axis_names
 def logsumexp(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     axes = _axes(axis, a.ndim)
     x = a.data
@@ -855,6 +1051,7 @@ def logsumexp(a: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     return _result(out, (a,), backward, "logsumexp")
 
 
+@_axis_names
 def softmax(a: Tensor, axis: int = -1) -> Tensor:
     out = mx.softmax(a.data, axis=axis)
 
@@ -864,6 +1061,7 @@ def softmax(a: Tensor, axis: int = -1) -> Tensor:
     return _result(out, (a,), backward, "softmax")
 
 
+@_axis_names
 def log_softmax(a: Tensor, axis: int = -1) -> Tensor:
     out = a.data - mx.logsumexp(a.data, axis=axis, keepdims=True)
 
@@ -888,18 +1086,21 @@ def transpose(a: Tensor, axes: Sequence[int] | None = None) -> Tensor:
     return _result(out, (a,), lambda g: (mx.transpose(g, inverse),), "transpose")
 
 
+@_axis_names
 def squeeze(a: Tensor, axis: Any = None) -> Tensor:
     out = mx.squeeze(a.data) if axis is None else mx.squeeze(a.data, axis)
     src = a.shape
     return _result(out, (a,), lambda g: (g.reshape(src),), "squeeze")
 
 
+@_axis_names
 def unsqueeze(a: Tensor, axis: int) -> Tensor:
     out = mx.expand_dims(a.data, axis)
     src = a.shape
     return _result(out, (a,), lambda g: (g.reshape(src),), "unsqueeze")
 
 
+@_torch_names(start_dim="start_axis", end_dim="end_axis")
 def flatten(a: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
     out = mx.flatten(a.data, start_axis, end_axis) if a.ndim else a.data.reshape(1)
     src = a.shape
@@ -1006,6 +1207,7 @@ def _gather(a: Tensor, idx: Any) -> Tensor:
     return _result(out, (a,), backward, "getitem")
 
 
+@_axis_names
 def concatenate(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     ts = tuple(_operand(t, None) for t in tensors)
     out = mx.concatenate([t.data for t in ts], axis=axis)
@@ -1018,6 +1220,7 @@ def concatenate(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     return _result(out, ts, backward, "concatenate")
 
 
+@_axis_names
 def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
     ts = tuple(_operand(t, None) for t in tensors)
     out = mx.stack([t.data for t in ts], axis=axis)
@@ -1027,3 +1230,6 @@ def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
         return tuple(mx.squeeze(part, ax) for part in mx.split(g, len(ts), axis=ax))
 
     return _result(out, ts, backward, "stack")
+
+
+cat = concatenate  # PyTorch's name

@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import family, gpu_check, run, sweep  # noqa: E402
+from benchmarks import family, gpu_check, mlx_models, run, sweep  # noqa: E402
 from benchmarks.common import Section, Settings  # noqa: E402
 from benchmarks.optimizer_step import LucidAdagrad, shapes_for  # noqa: E402
 
 OPTIMIZER_SECTIONS = ["A", "B", "C"]
-ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family"]
+ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family", "mlx_models", "distributed"]
 
 RUN_SECTIONS = ALL_SECTIONS
 
@@ -336,3 +336,25 @@ def test_gpu_check_counts_ncu_rows():
     cmd = gpu_check.ncu_command("ncu", Path("log.csv"), "lucid", 1000, 5, quick=False)
     assert cmd[:3] == ["ncu", "--csv", "--log-file"] and "gpu__time_duration.sum" in cmd
     assert cmd[-6:] == ["--workload", "lucid", "--tensors", "1000", "--steps", "5"]
+
+
+def test_distributed_section_matches_the_mean(quick):
+    sec = quick[0]["distributed"]
+    results = sec.data["results"]
+    assert set(results) == {"lucid DDP", "mlx.nn.average_gradients"}
+    assert sec.parity_ok and all(r["parity"] and r["times"] for r in results.values())
+
+
+# ------------------------------------------------------------------------- mlx_models
+
+
+def test_mlx_models_section_matches_float64(quick):
+    sec = quick[0]["mlx_models"]
+    assert list(sec.data["results"]) == [name for name, _ in mlx_models.IMPLEMENTATIONS]
+    for name, r in sec.data["results"].items():
+        assert "error" not in r, f"{name}: {r.get('error')}"
+        assert r["parity"], f"{name}: {r['worst']:.1f} x the tolerance away from float64"
+        assert math.isfinite(r["ms"]) and r["ms"] > 0
+    assert sec.data["arrays"] == 4 * mlx_models.model_size(Settings.quick_settings())[0]
+    assert sec.data["retraced"] is False
+    assert sec.parity_ok

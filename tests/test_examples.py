@@ -31,7 +31,9 @@ CASES = [
         r"lowest final loss: (Adam|AdamW|Adagrad), \d+x lower than SGD",
     ),
 ]
-TESTED_BELOW = {"train_digits.py", "sparse_ctr.py"}  # sparse_ctr.py: in test_sparse.py
+# sparse_ctr.py: in test_sparse.py; train_distributed.py (2 processes): in
+# test_distributed.py; mlx_transformer.py: in test_examples_mlx.py
+TESTED_BELOW = {"train_digits.py", "sparse_ctr.py", "train_distributed.py", "mlx_transformer.py"}
 
 
 def run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -175,3 +175,51 @@ def test_a_large_step_reuses_its_buffers() -> None:
     opt.step()
     extra = mx.get_peak_memory() - before
     assert extra < 0.05 * 2 * 4 * n, f"a step added {extra} bytes over params + state"
+
+
+# After steady steps, the step skips checks whose inputs it has already seen (the group's
+# values but lr, a parameter whose state it wrote itself). Each change below must still be
+# caught before anything moves.
+def _set(key, value):
+    return lambda opt, p: opt.param_groups[0].__setitem__(key, value)
+
+
+def _edit_betas(opt, p):
+    opt.param_groups[0]["betas"][1] = 1.5  # an edit in place of the list
+
+
+def _bad_state(opt, p):
+    opt.state[p]["exp_avg"] = mx.zeros((3,))
+
+
+def _new_data(opt, p):
+    p.data = mx.zeros((7,))
+
+
+CHANGES = [
+    ("lr -1", _set("lr", -1.0), ValueError, "lr"),
+    ("lr nan", _set("lr", float("nan")), ValueError, "lr"),
+    ("lr str", _set("lr", "0.1"), TypeError, "lr"),
+    ("eps -1", _set("eps", -1.0), ValueError, "eps"),
+    ("betas tuple", _set("betas", (0.9, 1.0)), ValueError, "betas"),
+    ("betas in place", _edit_betas, ValueError, "betas"),
+    ("amsgrad on", _set("amsgrad", True), ValueError, "state has keys"),
+    ("state replaced", _bad_state, ValueError, "exp_avg"),
+    ("data replaced", _new_data, ValueError, "shape"),
+]
+
+
+@pytest.mark.parametrize(("change", "expected", "match"), [c[1:] for c in CHANGES],
+                         ids=[c[0] for c in CHANGES])  # fmt: skip
+def test_a_change_after_steady_steps_is_still_caught(change, expected, match) -> None:
+    p = nn.Parameter(mx.arange(5, dtype=mx.float32))
+    opt = lucid.optim.Adam([p], lr=0.1, betas=[0.9, 0.999])
+    for _ in range(3):
+        p.grad = lucid.Tensor(mx.ones((5,)))
+        opt.step()
+    change(opt, p)
+    p.grad = lucid.Tensor(mx.ones(p.shape))
+    before = np.array(p.data)
+    with pytest.raises(expected, match=match):
+        opt.step()
+    np.testing.assert_array_equal(np.array(p.data), before)

@@ -424,3 +424,179 @@ def test_clip_grad_norm_error_says_what_clipping_an_infinite_norm_does() -> None
     torch.nn.utils.clip_grad_norm_(theirs, 1.0)
     for p, t in zip(ours, theirs, strict=True):
         np.testing.assert_array_equal(p.grad.numpy(), t.grad.numpy())  # [0, nan], [0]
+
+
+# --------------------------------------------------------------------------- dtypes and freezing
+
+
+def _dtypes(model: Any) -> dict[str, str]:
+    """Every parameter's and buffer's dtype by name, spelled the same for lucid and torch."""
+    entries = [*model.named_parameters(), *model.named_buffers()]
+    return {name: str(t.dtype).rsplit(".", 1)[-1] for name, t in entries}
+
+
+def _int_buffer(model: Any, make: Any) -> Any:
+    model.register_buffer("steps", make([3]))  # an integer buffer keeps its dtype
+    return model
+
+
+CASTS = [  # (lucid call, torch call)
+    ("half", lambda m: m.half(), lambda m: m.half()),
+    ("float-after-half", lambda m: m.half().float(), lambda m: m.half().float()),
+    ("to-bfloat16", lambda m: m.to(lucid.bfloat16), lambda m: m.to(torch.bfloat16)),
+    ("to-dtype-kw", lambda m: m.to(dtype=lucid.float16), lambda m: m.to(dtype=torch.float16)),
+    ("to-device-dtype", lambda m: m.to("cpu", lucid.float16), lambda m: m.to("cpu", torch.float16)),
+    ("to-device", lambda m: m.to("cpu"), lambda m: m.to("cpu")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cast", "torch_cast"), [pytest.param(f, g, id=i) for i, f, g in CASTS])
+def test_module_casts_like_torch(cast: Any, torch_cast: Any) -> None:
+    model = _int_buffer(lucid_tree(), lambda v: lucid.tensor(v))
+    ref = _int_buffer(torch_tree(), lambda v: torch.tensor(v, dtype=torch.int32))
+    ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    params = list(model.parameters())
+    assert cast(model) is model
+    torch_cast(ref)
+    assert _dtypes(model) == _dtypes(ref)
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    expected = ref.state_dict()
+    for name, value in model.state_dict().items():  # the same values after the same casts
+        got = np.array(value.astype(mx.float32)) if value.dtype == mx.bfloat16 else np.array(value)
+        np.testing.assert_array_equal(got, expected[name].float().numpy(), err_msg=name)
+
+
+def test_module_cast_takes_dense_grads_along() -> None:
+    model = nn.Linear(3, 2)
+    _backward_once(model)
+    model.half()
+    assert all(p.grad.dtype == mx.float16 for p in model.parameters())
+    out = model(lucid.ones((1, 3), dtype=lucid.float16))
+    assert out.dtype == mx.float16
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda m: m.to(lucid.int32), TypeError, "floating dtypes only"),
+        (lambda m: m.to("tpu"), ValueError, "unknown device"),
+        (lambda m: m.to(torch.float16), TypeError, "expected a dtype"),
+        (lambda m: m.requires_grad_(0), TypeError, "must be a bool"),
+    ],
+    ids=["int-dtype", "bad-device", "torch-dtype", "flag-not-bool"],
+)
+def test_module_cast_and_freeze_errors_change_nothing(call: Any, error: type, match: str) -> None:
+    model = lucid_tree()
+    before = (_dtypes(model), [p.requires_grad for p in model.parameters()])
+    with pytest.raises(error, match=match):
+        call(model)
+    assert (_dtypes(model), [p.requires_grad for p in model.parameters()]) == before
+
+
+def _mlp(lib: Any) -> Any:
+    return lib.Sequential(lib.Linear(3, 5), lib.Tanh(), lib.Linear(5, 2))
+
+
+FREEZES = [  # (what to freeze, on a lucid model and its torch twin)
+    ("first-layer", lambda m: m[0].requires_grad_(False)),
+    ("one-parameter", lambda m: setattr(m[2].bias, "requires_grad", False)),
+    ("whole-then-last", lambda m: (m.requires_grad_(False), m[2].requires_grad_(True))),
+]
+
+
+@pytest.mark.parametrize("freeze", [pytest.param(f, id=i) for i, f in FREEZES])
+def test_frozen_parameters_get_no_grad_and_adagrad_skips_them(freeze: Any) -> None:
+    """Three Adagrad steps with part of the model frozen, lucid against torch."""
+    lucid.manual_seed(0)
+    model = _mlp(nn)
+    ref = _mlp(torch.nn)
+    ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    freeze(model)
+    freeze(ref)
+    frozen = {n for n, p in ref.named_parameters() if not p.requires_grad}
+    assert {n for n, p in model.named_parameters() if not p.requires_grad} == frozen and frozen
+    start = {n: np.array(p.data) for n, p in model.named_parameters()}
+    opt = lucid.optim.Adagrad(model.parameters(), lr=0.1)
+    ref_opt = torch.optim.Adagrad(ref.parameters(), lr=0.1)
+    x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    for _ in range(3):
+        opt.zero_grad()
+        ref_opt.zero_grad()
+        (model(lucid.tensor(x)) ** 2).mean().backward()
+        (ref(torch.from_numpy(x)) ** 2).mean().backward()
+        for name, p in model.named_parameters():
+            assert (p.grad is None) == (name in frozen), name
+        opt.step()
+        ref_opt.step()
+    for (name, p), (_, r) in zip(model.named_parameters(), ref.named_parameters(), strict=True):
+        np.testing.assert_allclose(np.array(p.data), r.detach().numpy(), rtol=1e-5, atol=1e-6)
+        if name in frozen:  # bit for bit unchanged
+            np.testing.assert_array_equal(np.array(p.data), start[name])
+
+
+def test_requires_grad_underscore_returns_the_module() -> None:
+    model = lucid_tree()
+    assert model.requires_grad_(False) is model
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.requires_grad_() is model
+    assert all(p.requires_grad for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- shape errors
+
+SHAPE_ERRORS = [  # (layer call, error, the exact message or its fragments)
+    (
+        lambda: nn.Linear(3, 4)(lucid.zeros((2, 5))),
+        ValueError,
+        ["Linear(in_features=3, out_features=4): input has shape (2, 5); expected last "
+         "dimension 3"],
+    ),
+    (lambda: nn.Linear(3, 4)(lucid.tensor(1.0)), ValueError, ["Linear(", "shape ()"]),
+    (lambda: nn.Linear(3, 4)([[1.0, 2.0]]), ValueError, ["shape (1, 2)", "last dimension 3"]),
+    (
+        lambda: nn.LayerNorm(4)(lucid.zeros((2, 3))),
+        ValueError,
+        ["LayerNorm(normalized_shape=(4,)): input has shape (2, 3); expected the last 1 "
+         "dimension(s) to be (4,)"],
+    ),
+    (lambda: nn.LayerNorm((2, 4))(lucid.zeros(4)), ValueError, ["(2, 4)", "shape (4,)"]),
+    (
+        lambda: nn.Embedding(10, 3)(lucid.tensor([1.0, 2.0])),
+        TypeError,
+        ["Embedding(10, 3): input must hold integer indices; got dtype float32"],
+    ),
+    (lambda: nn.Embedding(10, 3)(mx.array([0.5])), TypeError, ["Embedding(10, 3)", "float32"]),
+    (
+        lambda: nn.functional.linear(lucid.zeros((2, 5)), lucid.zeros((4, 3))),
+        ValueError,
+        ["linear(): input has shape (2, 5) and weight (4, 3)"],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "fragments"), SHAPE_ERRORS, ids=[
+        "linear", "linear-0d", "linear-list", "layernorm", "layernorm-2d", "embedding-float",
+        "embedding-mx-float", "F.linear",
+    ]
+)  # fmt: skip
+def test_layer_errors_name_the_layer_and_the_shapes(call: Any, error: type, fragments: Any) -> None:
+    with pytest.raises(error) as info:
+        call()
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert "[matmul]" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("layer", "x"),
+    [
+        (nn.Linear(3, 4), lucid.zeros((3,))),
+        (nn.Linear(3, 4), lucid.zeros((2, 7, 3))),
+        (nn.LayerNorm((2, 3)), lucid.zeros((5, 2, 3))),
+        (nn.Embedding(4, 2), np.array([], dtype=np.float64)),  # empty: no index to be wrong
+    ],
+    ids=["linear-1d", "linear-3d", "layernorm-3d", "embedding-empty"],
+)
+def test_layers_accept_the_shapes_they_expect(layer: Any, x: Any) -> None:
+    layer(x)

@@ -305,3 +305,228 @@ def test_repr_of_large_tensor_is_summarised():
 def test_numpy_of_bfloat16_says_what_to_do():
     with pytest.raises(TypeError, match="astype"):
         lucid.ones(2, dtype=lucid.bfloat16).numpy()
+
+
+# --------------------------------------------------------------------------- PyTorch habits
+# argmax/argmin, .float()/.half()/.to(), .clone(), requires_grad_(), lucid.cat, and dim= as
+# an alias of axis=. References: torch for values, mx.vjp (check_against_mlx) for gradients.
+
+from test_tensor_ops import check_against_mlx  # noqa: E402
+
+import lucid.nn.functional as F  # noqa: E402
+
+_A = np.array([[3.0, 1.0, 3.0, -2.0], [0.5, 7.0, 7.0, 0.5], [-1.0, -1.0, -4.0, -4.0]], np.float32)
+
+ARG_CASES = [  # (axis, keepdims); ties in every row: the first index wins, as in torch
+    (None, False),
+    (None, True),
+    (0, False),
+    (1, False),
+    (-1, True),
+    (0, True),
+]
+
+
+@pytest.mark.parametrize(("axis", "keepdims"), ARG_CASES)
+@pytest.mark.parametrize("which", ["argmax", "argmin"])
+@pytest.mark.parametrize("form", ["function", "method"])
+def test_argmax_argmin_match_torch(which, axis, keepdims, form):
+    t = lucid.tensor(_A, requires_grad=True)
+    out = getattr(lucid, which)(t, axis, keepdims) if form == "function" else (
+        getattr(t, which)(axis=axis, keepdims=keepdims)
+    )  # fmt: skip
+    ref = getattr(torch, which)(torch.from_numpy(_A), dim=axis, keepdim=keepdims)
+    assert out.dtype == mx.int32 and not out.requires_grad
+    assert out.shape == tuple(ref.shape)
+    np.testing.assert_array_equal(out.numpy(), ref.numpy())
+
+
+@pytest.mark.parametrize(
+    ("data", "axis", "match"),
+    [(np.zeros((0,)), None, "tensor is empty"), (np.zeros((2, 0)), 1, "axis 1 is empty")],
+)
+def test_argmax_of_nothing_raises(data, axis, match):
+    with pytest.raises(ValueError, match=match):
+        lucid.argmax(lucid.tensor(data), axis)
+
+
+CASTS = [  # (call, source dtype, expected dtype)
+    ("float", lambda t: t.float(), mx.float16, mx.float32),
+    ("half", lambda t: t.half(), mx.float32, mx.float16),
+    ("to-dtype", lambda t: t.to(lucid.bfloat16), mx.float32, mx.bfloat16),
+    ("to-dtype-kw", lambda t: t.to(dtype=lucid.float16), mx.float32, mx.float16),
+    ("to-device-dtype", lambda t: t.to("cuda:0", lucid.float16), mx.float32, mx.float16),
+    ("to-mx-device-dtype", lambda t: t.to(mx.cpu, dtype=lucid.float16), mx.float32, mx.float16),
+]
+
+
+@pytest.mark.parametrize(("call", "src", "dst"), [pytest.param(*c[1:], id=c[0]) for c in CASTS])
+def test_casts_are_differentiable(call, src, dst):
+    x = lucid.tensor([0.5, -1.25, 3.0], dtype=src, requires_grad=True)
+    y = call(x)
+    assert y.dtype == dst
+    np.testing.assert_array_equal(np.asarray(y), np.array(x.data.astype(dst).astype(mx.float32)))
+    (y * lucid.tensor([1.0, 2.0, 3.0], dtype=dst)).sum().backward()
+    assert x.grad.dtype == src  # the gradient comes back in the source dtype
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: t.float(),
+        lambda t: t.to(lucid.float32),
+        lambda t: t.to("cpu"),
+        lambda t: t.to("mps"),
+        lambda t: t.to("cuda"),
+        lambda t: t.to("gpu:1"),
+        lambda t: t.to(mx.gpu),
+        lambda t: t.to(),
+    ],
+    ids=["float", "same-dtype", "cpu", "mps", "cuda", "gpu1", "mx.gpu", "nothing"],
+)
+def test_to_without_a_change_returns_self_like_torch(call):
+    t = lucid.tensor([1.0, 2.0], requires_grad=True)
+    assert call(t) is t
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (("tpu",), {}, ValueError, "unknown device 'tpu'"),
+        ((3,), {}, TypeError, "expected a dtype .* got 3"),
+        ((np.float16,), {}, TypeError, "expected a dtype"),
+        ((lucid.float16,), {"dtype": lucid.float32}, TypeError, "more than one dtype"),
+    ],
+    ids=["unknown-device", "int", "numpy-dtype", "two-dtypes"],
+)
+def test_to_rejects_what_it_cannot_mean(args, kwargs, error, match):
+    t = lucid.tensor([1.0])
+    with pytest.raises(error, match=match):
+        t.to(*args, **kwargs)
+    assert t.dtype == mx.float32
+
+
+def test_clone_is_a_copy_in_the_graph():
+    x = lucid.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    c = x.clone()
+    assert c.data is not x.data and not c.is_leaf
+    c.data[0] = 100.0  # item assignment into the clone's array leaves x alone
+    assert x.tolist() == [1.0, 2.0, 3.0]
+    check_against_mlx(lambda a: a.clone() * a, lambda a: mx.array(a) * a, [(3, 4)])
+
+
+def test_clone_of_a_tensor_without_grad_has_no_graph():
+    c = lucid.tensor([1.0]).clone()
+    assert not c.requires_grad and c.is_leaf
+
+
+def test_requires_grad_underscore():
+    t = lucid.tensor([1.0, 2.0])
+    assert t.requires_grad_() is t and t.requires_grad
+    (t * t).sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), [2.0, 4.0])
+    assert t.requires_grad_(False) is t and not t.requires_grad
+    with pytest.raises(TypeError, match="floating dtype"):
+        lucid.tensor([1, 2]).requires_grad_()
+    with pytest.raises(RuntimeError, match="only a leaf"):
+        (lucid.tensor([1.0], requires_grad=True) * 2).requires_grad_(False)
+    with pytest.raises(TypeError, match="must be a bool"):
+        t.requires_grad_(1)
+
+
+JOINS = [  # lucid.cat is concatenate under torch's name; both take dim=
+    ("cat", lambda a, b: lucid.cat([a, b]), lambda a, b: mx.concatenate([a, b]), (2, 3), (4, 3)),
+    (
+        "cat-dim1",
+        lambda a, b: lucid.cat([a, b, a], dim=1),
+        lambda a, b: mx.concatenate([a, b, a], axis=1),
+        (2, 3),
+        (2, 1),
+    ),
+    (
+        "stack-dim-1",
+        lambda a, b: lucid.stack([a, b], dim=-1),
+        lambda a, b: mx.stack([a, b], axis=-1),
+        (2, 3),
+        (2, 3),
+    ),
+    (
+        "concatenate-dim0",
+        lambda a, b: lucid.concatenate((a, b), dim=0),
+        lambda a, b: mx.concatenate([a, b], axis=0),
+        (1, 3),
+        (2, 3),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("lucid_fn", "mlx_fn", "specs"), [pytest.param(f, g, s, id=i) for i, f, g, *s in JOINS]
+)
+def test_cat_and_stack_gradients_match_mlx(lucid_fn, mlx_fn, specs):
+    check_against_mlx(lucid_fn, mlx_fn, specs)
+
+
+_B = np.random.default_rng(5).standard_normal((2, 3, 4)).astype(np.float32)
+
+DIM_ALIASES = [  # (id, call with dim=/keepdim=, the same call with axis=/keepdims=)
+    ("sum", lambda t: t.sum(dim=1), lambda t: t.sum(axis=1)),
+    ("sum-keepdim", lambda t: t.sum(dim=(0, 2), keepdim=True), lambda t: t.sum((0, 2), True)),
+    ("lucid.sum", lambda t: lucid.sum(t, dim=-1), lambda t: lucid.sum(t, axis=-1)),
+    ("mean", lambda t: t.mean(dim=0, keepdim=True), lambda t: t.mean(0, True)),
+    ("lucid.mean", lambda t: lucid.mean(t, dim=2), lambda t: lucid.mean(t, 2)),
+    ("max", lambda t: t.max(dim=2), lambda t: t.max(2)),
+    ("lucid.min", lambda t: lucid.min(t, dim=1, keepdim=True), lambda t: lucid.min(t, 1, True)),
+    ("var", lambda t: t.var(dim=1, ddof=1), lambda t: t.var(1, ddof=1)),
+    ("lucid.var", lambda t: lucid.var(t, dim=0), lambda t: lucid.var(t, 0)),
+    ("logsumexp", lambda t: t.logsumexp(dim=1), lambda t: t.logsumexp(1)),
+    ("softmax", lambda t: t.softmax(dim=0), lambda t: t.softmax(0)),
+    ("lucid.softmax", lambda t: lucid.softmax(t, dim=1), lambda t: lucid.softmax(t, 1)),
+    ("log_softmax", lambda t: t.log_softmax(dim=1), lambda t: t.log_softmax(1)),
+    ("F.softmax", lambda t: F.softmax(t, dim=0), lambda t: t.softmax(0)),
+    ("F.log_softmax", lambda t: F.log_softmax(t, dim=2), lambda t: t.log_softmax(2)),
+    ("argmax", lambda t: t.argmax(dim=1), lambda t: t.argmax(1)),
+    ("lucid.argmin", lambda t: lucid.argmin(t, dim=2, keepdim=True),
+     lambda t: lucid.argmin(t, 2, True)),
+    ("unsqueeze", lambda t: t.unsqueeze(dim=1), lambda t: t.unsqueeze(1)),
+    ("squeeze", lambda t: t.unsqueeze(0).squeeze(dim=0), lambda t: t.unsqueeze(0).squeeze(0)),
+    ("flatten", lambda t: t.flatten(start_dim=1), lambda t: t.flatten(1)),
+    ("flatten-end", lambda t: t.flatten(start_dim=0, end_dim=1), lambda t: t.flatten(0, 1)),
+    ("nn.Flatten", lambda t: lucid.nn.Flatten(start_dim=0, end_dim=1)(t),
+     lambda t: t.flatten(0, 1)),
+    ("cat", lambda t: lucid.cat([t, t], dim=2), lambda t: lucid.concatenate([t, t], 2)),
+    ("stack", lambda t: lucid.stack([t, t], dim=1), lambda t: lucid.stack([t, t], 1)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("with_dim", "with_axis"), [pytest.param(f, g, id=i) for i, f, g in DIM_ALIASES]
+)
+def test_dim_is_an_alias_of_axis(with_dim, with_axis):
+    out, ref = with_dim(lucid.tensor(_B)), with_axis(lucid.tensor(_B))
+    assert (out.shape, out.dtype) == (ref.shape, ref.dtype)
+    np.testing.assert_array_equal(out.numpy(), ref.numpy())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda t: t.sum(axis=0, dim=0),
+        lambda t: lucid.mean(t, axis=1, dim=1),
+        lambda t: t.sum(0, keepdims=True, keepdim=True),
+        lambda t: lucid.cat([t, t], axis=0, dim=0),
+        lambda t: t.flatten(start_axis=0, start_dim=0),
+        lambda t: t.softmax(1, dim=1),  # positional axis and dim=
+    ],
+    ids=["sum", "mean", "keepdim", "cat", "flatten", "positional"],
+)
+def test_a_name_and_its_alias_together_raise_type_error(call):
+    with pytest.raises(TypeError):
+        call(lucid.tensor(_B))
+
+
+def test_dim_alias_keeps_the_signature_readable():
+    import inspect
+
+    assert list(inspect.signature(lucid.sum).parameters) == ["a", "axis", "keepdims"]

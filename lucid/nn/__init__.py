@@ -1,10 +1,11 @@
 """Neural-network building blocks: Parameter, Module, containers, layers and losses.
 
 ``lucid.nn.functional`` holds the stateless functions and ``lucid.nn.init`` the
-initialisation schemes, ``lucid.nn.utils`` gradient clipping.
+initialisation schemes, ``lucid.nn.utils`` gradient clipping, ``lucid.nn.parallel``
+data-parallel training (:class:`~lucid.nn.parallel.DistributedDataParallel`).
 """
 
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .activation import GELU, ReLU, Sigmoid, Tanh
 from .containers import ModuleDict, ModuleList, Sequential
 from .dropout import Dropout
@@ -39,4 +40,5 @@ __all__ = [
     "functional",
     "init",
     "utils",
+    "parallel",
 ]

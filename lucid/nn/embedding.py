@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
-from ..tensor import Tensor
+from ..tensor import Tensor, _to_array
 from . import _validation as _check
 from . import functional as F
 from . import init
@@ -60,6 +61,18 @@ class Embedding(Module):
             self.weight.data = mx.where(rows == self.padding_idx, 0.0, self.weight.data)
 
     def forward(self, input: Any) -> Tensor:
+        if isinstance(input, (Tensor, mx.array, np.ndarray)) and input.size:  # lists: F checks
+            dtype = input.dtype
+            if not (
+                mx.issubdtype(dtype, mx.integer)
+                if isinstance(dtype, mx.Dtype)
+                else np.dtype(dtype).kind in "iu"
+            ):
+                shown = str(_to_array(input).dtype).removeprefix("mlx.core.")  # as lucid stores it
+                raise TypeError(
+                    f"Embedding({self.num_embeddings}, {self.embedding_dim}): input must hold "
+                    f"integer indices; got dtype {shown} (cast with .astype(lucid.int32))"
+                )
         return F.embedding(input, self.weight, self.padding_idx, self.sparse)
 
     def extra_repr(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..tensor import Tensor
+from ..tensor import Tensor, _torch_names
 from .module import Module
 
 __all__ = ["Flatten"]
@@ -10,9 +10,11 @@ __all__ = ["Flatten"]
 
 class Flatten(Module):
     """Merge axes ``start_axis..end_axis`` (inclusive) into one; by default every axis but the
-    batch axis, so ``(N, C, H, W) -> (N, C*H*W)``. PyTorch names these ``start_dim``/``end_dim``.
+    batch axis, so ``(N, C, H, W) -> (N, C*H*W)``. PyTorch's names ``start_dim``/``end_dim``
+    are accepted too.
     """
 
+    @_torch_names(start_dim="start_axis", end_dim="end_axis")
     def __init__(self, start_axis: int = 1, end_axis: int = -1) -> None:
         super().__init__()
         for name, value in (("start_axis", start_axis), ("end_axis", end_axis)):

@@ -4,7 +4,7 @@ Nothing here writes its own backward: every function is built from ops in
 :mod:`lucid.tensor`, so gradients follow from theirs and stay lazy (no ``mx.eval``).
 The one exception is ``embedding(..., sparse=True)``, whose gradient is a
 :class:`lucid.SparseGrad`, a kind no Tensor op produces.
-Axis arguments are called ``axis`` as everywhere in lucid (PyTorch says ``dim``).
+Axis arguments are called ``axis`` as everywhere in lucid; PyTorch's ``dim=`` is accepted too.
 """
 
 from __future__ import annotations
@@ -18,7 +18,18 @@ import numpy as np
 
 from .. import bounds
 from ..sparse import SparseGrad, stamp
-from ..tensor import Tensor, _gather, _result, _to_array, logsumexp, reshape, sqrt, stack, where
+from ..tensor import (
+    Tensor,
+    _axis_names,
+    _gather,
+    _result,
+    _to_array,
+    logsumexp,
+    reshape,
+    sqrt,
+    stack,
+    where,
+)
 from ..tensor import gelu as _gelu_exact
 from ..tensor import log_softmax as _log_softmax
 from ..tensor import relu as _relu
@@ -54,7 +65,13 @@ def _tensor(x: Any) -> Tensor:
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``y = x W^T + b`` with ``weight`` shaped ``(out_features, in_features)``."""
-    out = _tensor(input) @ weight.T
+    input = _tensor(input)
+    if weight.ndim != 2 or input.ndim == 0 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"linear(): input has shape {input.shape} and weight {weight.shape}; expected a "
+            f"2-D weight (out_features, in_features) and input's last dimension in_features"
+        )
+    out = input @ weight.T
     return out if bias is None else out + bias
 
 
@@ -149,11 +166,13 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     return 0.5 * input * (1.0 + _tanh(inner))
 
 
+@_axis_names
 def softmax(input: Tensor, axis: int = -1) -> Tensor:
     """``exp(x_i) / sum_j exp(x_j)`` along ``axis``."""
     return _softmax(input, axis)
 
 
+@_axis_names
 def log_softmax(input: Tensor, axis: int = -1) -> Tensor:
     """``x_i - log sum_j exp(x_j)`` along ``axis``, computed stably."""
     return _log_softmax(input, axis)

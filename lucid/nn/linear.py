@@ -7,6 +7,7 @@ from typing import Any
 
 import mlx.core as mx
 
+from ..tensor import Tensor
 from . import _validation as _check
 from . import functional as F
 from . import init
@@ -46,6 +47,12 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Any) -> Any:
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"Linear(in_features={self.in_features}, out_features={self.out_features}): "
+                f"input has shape {x.shape}; expected last dimension {self.in_features}"
+            )
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:

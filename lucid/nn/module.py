@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 
-from ..tensor import Tensor, _to_array
+from ..tensor import Tensor, _target_dtype, _to_array
 from .parameter import Parameter
 
 __all__ = ["Module", "IncompatibleKeys"]
@@ -54,8 +54,8 @@ class Module:
                 return x * self.param
 
     ``training`` is ``True`` after construction; :meth:`train` and :meth:`eval` set it on the
-    whole tree. Differences from PyTorch: there are no hooks, no devices and no ``to()``;
-    buffers are stored as (gradient-free) Tensors.
+    whole tree. Differences from PyTorch: there are no hooks and no devices (``to(device)`` is
+    accepted and ignored; MLX places arrays); buffers are stored as (gradient-free) Tensors.
     """
 
     training: bool
@@ -289,6 +289,58 @@ class Module:
                 param.grad = None
             else:
                 param.grad = Tensor(mx.zeros(param.shape, dtype=param.dtype))
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Set ``requires_grad`` on every parameter; return ``self``.
+
+        ``model.requires_grad_(False)`` freezes a model (or ``layer.requires_grad_(False)``
+        one part of it): a frozen parameter receives no ``.grad`` from ``backward()``, and an
+        optimizer skips every parameter whose ``.grad`` is None.
+        """
+        if not isinstance(requires_grad, bool):
+            raise TypeError(
+                f"requires_grad_(): requires_grad must be a bool; got {requires_grad!r}"
+            )
+        for param in self.parameters():
+            param.requires_grad = requires_grad
+        return self
+
+    # ---------------------------------------------------------------- dtypes
+
+    def to(self, *args: Any, dtype: mx.Dtype | None = None) -> Module:
+        """Cast every floating parameter and buffer (and dense ``.grad``) to ``dtype``, in
+        place; return ``self``. Integer and bool buffers keep theirs, as in PyTorch.
+
+        ``model.to(dtype)``, ``model.to(device)``, ``model.to(device, dtype)``: a device
+        (``"cpu"``, ``"cuda"``, ``"mps"``, ``"gpu"``, optionally ``":0"``, or an
+        ``mx.Device``) is accepted and ignored, since lucid has no devices. The Parameter
+        objects stay the same; cast before building the optimizer, whose state takes the
+        parameters' dtype when it is created.
+        """
+        target = _target_dtype(f"{type(self).__name__}.to()", args, dtype)
+        if target is None:
+            return self
+        if not mx.issubdtype(target, mx.floating):
+            raise TypeError(
+                f"{type(self).__name__}.to(): a module casts to floating dtypes only; got {target}"
+            )
+        for param in self.parameters():
+            if param.dtype != target:
+                param.data = param.data.astype(target)
+            if isinstance(param.grad, Tensor) and param.grad.dtype != target:
+                param.grad = Tensor(param.grad.data.astype(target))
+        for buf in self.buffers():
+            if mx.issubdtype(buf.dtype, mx.floating) and buf.dtype != target:
+                buf.data = buf.data.astype(target)
+        return self
+
+    def float(self) -> Module:
+        """``self.to(lucid.float32)``."""
+        return self.to(mx.float32)
+
+    def half(self) -> Module:
+        """``self.to(lucid.float16)``."""
+        return self.to(mx.float16)
 
     # ---------------------------------------------------------------- state
 

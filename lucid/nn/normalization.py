@@ -53,7 +53,14 @@ class LayerNorm(Module):
             init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = x if isinstance(x, Tensor) else Tensor(x)
+        dims = self.normalized_shape
+        if x.shape[x.ndim - len(dims) :] != dims:
+            raise ValueError(
+                f"LayerNorm(normalized_shape={dims}): input has shape {x.shape}; "
+                f"expected the last {len(dims)} dimension(s) to be {dims}"
+            )
+        return F.layer_norm(x, dims, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
         return (

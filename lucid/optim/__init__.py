@@ -9,9 +9,12 @@ from .optimizer import Optimizer
 from .rmsprop import Adadelta, RMSprop
 from .rprop import Rprop
 from .sgd import ASGD, SGD
+from .trees import param_groups
+from .zero import ZeroRedundancyOptimizer
 
 __all__ = [
     "Optimizer",
+    "param_groups",
     "SGD",
     "ASGD",
     "Adagrad",
@@ -27,4 +30,5 @@ __all__ = [
     "Lion",
     "Adafactor",
     "Muon",
+    "ZeroRedundancyOptimizer",
 ]

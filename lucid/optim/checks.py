@@ -36,6 +36,8 @@ Check = Callable[[Any], None]
 
 
 def _is_real(value: Any) -> bool:
+    if type(value) is float or type(value) is int:  # the common case, without the ABC check
+        return True
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
