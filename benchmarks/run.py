@@ -8,7 +8,7 @@ Usage::
     python benchmarks/run.py --quick             # tiny sizes, a few steps (what the test runs)
     python benchmarks/run.py --json out.json     # also the sections' raw data, as JSON
 
-Sections: A, B, C, sparse, mlp, sweep, family, mlx_models, distributed (see
+Sections: A, B, C, sparse, mlp, sweep, family, mlx_models, distributed, compile (see
 :data:`SECTIONS`). ``--section NAME`` is repeatable and takes comma-separated names;
 ``--only`` is its old name and still works.
 
@@ -49,6 +49,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `lucid` 
 import torch
 
 from benchmarks.common import Section, Settings, Table, machine_info
+from benchmarks.compile_step import section_compile
 from benchmarks.distributed import section_distributed
 from benchmarks.family import section_family
 from benchmarks.mlx_models import section_mlx_models
@@ -71,6 +72,7 @@ SECTIONS: list[tuple[str, Callable[[Settings], Section | None]]] = [
     ("family", section_family),
     ("mlx_models", section_mlx_models),
     ("distributed", section_distributed),
+    ("compile", section_compile),
 ]
 
 

@@ -3,6 +3,7 @@
 import mlx.core as _mx
 
 from . import distributed, nn, optim, utils
+from .compilation import compile as compile  # noqa: PLC0414  (shadows the builtin, like torch)
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, zeros, zeros_like
 from .serialization import load, save
 from .sparse import SparseGrad
@@ -95,6 +96,7 @@ __all__ = [
     "int32",
     "int64",
     "bool_",
+    "compile",
     "save",
     "load",
     "nn",

@@ -27,6 +27,11 @@ needs no check at all.
 Until the error is raised, results computed from clamped indices are wrong (memory is
 safe, values are not); the error is raised once, and the pending checks are dropped with it.
 
+Under :func:`lucid.compile` the flags made while a function is traced are *captured*
+(:func:`capturing`) instead of registered: they become outputs of the compiled call,
+which registers them (:func:`defer`) with a function that undoes the call. A bad one
+then raises where any lazy check does, after the undo: the call leaves nothing behind.
+
 Which case synchronises: only the lazy one, and only when nothing else reads a value first.
 If the loss is read (``loss.item()``) before ``step()``, the flags ride in that evaluation.
 If not, ``step()`` makes one extra ``mx.eval`` of the flags before its own.
@@ -34,15 +39,28 @@ If not, ``step()`` makes one extra ``mx.eval`` of the flags before its own.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
-__all__ = ["LIMIT", "checked_indices", "check_pending", "note_range", "pending"]
+__all__ = [
+    "LIMIT",
+    "Pending",
+    "capturing",
+    "check",
+    "checked_indices",
+    "check_pending",
+    "defer",
+    "known_range",
+    "note_range",
+    "pending",
+]
 
 LIMIT = 64  # pending flags kept before the next lookup checks them all
 
@@ -82,14 +100,21 @@ class _Range:
 
 
 @dataclass(frozen=True)
-class _Pending:
-    ok: mx.array  # lazy bool scalar
-    values: mx.array  # the raw indices, flat, for the message
+class Pending:
+    """One lazy check: ``ok`` (a lazy bool scalar) says whether every value of ``values``
+    (the raw indices, flat, kept for the message) lies in ``range``."""
+
+    ok: mx.array
+    values: mx.array
     range: _Range
+    #: what puts things back when the check fails (``lucid.compile`` undoes its call)
+    undo: Callable[[], None] | None = None
 
 
+_Pending = Pending
 _lock = threading.Lock()
 _pending: list[_Pending] = []
+_captured: list[list[_Pending]] = []  # innermost last: the traces that capture checks
 # arrays whose values are known to lie in [low, high] without reading them (a DataLoader
 # batch gathered from a column whose range was taken once): id -> (weak ref, low, high)
 _known: dict[int, tuple[weakref.ref, int, int]] = {}
@@ -101,6 +126,11 @@ def note_range(array: mx.array, low: int, high: int) -> None:
     :class:`lucid.utils.data.TensorDataset` for the integer columns of its batches."""
     key = id(array)
     _known[key] = (weakref.ref(array, lambda _: _known.pop(key, None)), int(low), int(high))
+
+
+def known_range(array: mx.array) -> tuple[int, int] | None:
+    """``(low, high)`` if :func:`note_range` vouched for this very array object, else None."""
+    return _known_range(array)
 
 
 def _known_range(array: mx.array) -> tuple[int, int] | None:
@@ -186,9 +216,35 @@ def _lazy(index: mx.array, spec: _Range) -> mx.array:
     return safe if keep is None else mx.where(keep, index, safe)
 
 
+@contextlib.contextmanager
+def capturing() -> Iterator[list[Pending]]:
+    """Collect the lazy checks made inside the block into the yielded list instead of the
+    registry (``lucid.compile`` returns them from its compiled call: inside a trace they
+    cannot be evaluated)."""
+    mine: list[Pending] = []
+    _captured.append(mine)
+    try:
+        yield mine
+    finally:
+        _captured.remove(mine)
+
+
 def _register(check: _Pending) -> None:
+    if _captured:
+        _captured[-1].append(check)
+        return
     with _lock:
         _pending.append(check)
+        full = len(_pending) > LIMIT
+    if full:
+        check_pending(at=f"a later lookup: more than {LIMIT} lazy index checks were pending")
+
+
+def defer(checks: list[Pending]) -> None:
+    """Register ``checks`` (made elsewhere, e.g. the outputs of a compiled call) as
+    pending; :func:`check_pending` evaluates them with the others."""
+    with _lock:
+        _pending.extend(checks)
         full = len(_pending) > LIMIT
     if full:
         check_pending(at=f"a later lookup: more than {LIMIT} lazy index checks were pending")
@@ -206,9 +262,20 @@ def check_pending(*arrays: mx.array, at: str = "check_pending()") -> None:
     with _lock:
         checks = list(_pending)
         _pending.clear()
+    check(checks, *arrays, at=at)
+
+
+def check(checks: list[Pending], *arrays: mx.array, at: str) -> None:
+    """Evaluate ``checks`` (with ``arrays``, in one ``mx.eval``) and raise ``IndexError``
+    for the first that failed, naming its first bad value; ``at`` names the caller."""
     mx.eval(*arrays, *(c.ok for c in checks))
     for c in checks:
         if not c.ok.item():
+            undone = set()
+            for u in (d.undo for d in checks if d.undo is not None and not d.ok.item()):
+                if id(u) not in undone:
+                    undone.add(id(u))
+                    u()
             inside = (c.values >= c.range.low) & (c.values < c.range.size)
             if c.range.ignore is not None:
                 inside = inside | (c.values == c.range.ignore)

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 import mlx.core as mx
 
+from .. import compilation
 from ..sparse import SparseGrad
 from ..tensor import Tensor
 
@@ -88,7 +89,8 @@ def clip_grad_norm_(
 
     Lazy: nothing is evaluated unless ``error_if_nonfinite=True``, which evaluates
     ``N`` and raises ``RuntimeError`` (leaving every gradient untouched) when it is
-    NaN or infinite.
+    NaN or infinite; inside :func:`lucid.compile` that is refused with a ``RuntimeError``
+    (no value exists while a function is traced).
 
     Same formula as ``torch.nn.utils.clip_grad_norm_``; lucid also refuses a negative
     ``max_norm`` and a ``norm_type`` that is not positive, and accepts row-sparse
@@ -100,6 +102,13 @@ def clip_grad_norm_(
         raise ValueError(f"clip_grad_norm_: max_norm must be >= 0; got {max_norm}")
     if not norm_type > 0.0:
         raise ValueError(f"clip_grad_norm_: norm_type must be > 0 or inf; got {norm_type}")
+    if error_if_nonfinite and compilation.active() is not None:
+        raise RuntimeError(
+            "clip_grad_norm_: error_if_nonfinite=True reads the norm on the host, which a "
+            "function compiled by lucid.compile cannot do (no value exists while it is "
+            "traced). Pass error_if_nonfinite=False inside the compiled function, and check "
+            "the returned norm after the call (return it from fn)"
+        )
     params = _with_grads(parameters, "clip_grad_norm_")
     if not params:
         return Tensor(mx.array(0.0))

@@ -37,7 +37,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from .. import bounds
+from .. import bounds, compilation
 from ..nn.module import Module
 from ..nn.parameter import Parameter
 from ..sparse import SparseGrad
@@ -273,8 +273,12 @@ class Optimizer:
         its compiled update, all results are written back, and one ``mx.eval`` runs over
         all new arrays together. (A second, small evaluation comes first when some index
         was checked lazily (``lucid/bounds.py``) or a gradient is row-sparse (its
-        looked-up rows: see ``sparse_step.py``).)
+        looked-up rows: see ``sparse_step.py``).) Inside :func:`lucid.compile`, the same
+        rule runs on the traced arrays instead (``lucid/compilation.py``).
         """
+        trace = compilation.active()
+        if trace is not None:  # inside lucid.compile: the rule on tracers, no evaluation
+            return trace.optimizer_step(self, closure)
         loss = closure() if closure is not None else None
         plans = [self._plan(i, group) for i, group in enumerate(self.param_groups)]
         # one small evaluation, only when needed, before anything changes: the lazy index
