@@ -25,7 +25,18 @@ from benchmarks.common import Section, Settings  # noqa: E402
 from benchmarks.optimizer_step import LucidAdagrad, shapes_for  # noqa: E402
 
 OPTIMIZER_SECTIONS = ["A", "B", "C"]
-ALL_SECTIONS = ["A", "B", "C", "sparse", "mlp", "sweep", "family", "mlx_models", "distributed"]
+ALL_SECTIONS = [
+    "A",
+    "B",
+    "C",
+    "sparse",
+    "mlp",
+    "sweep",
+    "family",
+    "mlx_models",
+    "distributed",
+    "compile",
+]
 
 RUN_SECTIONS = ALL_SECTIONS
 
