@@ -602,3 +602,31 @@ def test_normal_use_warns_nothing() -> None:
     with pytest.warns(UserWarning, match="deprecated"):
         sched.step(5)
     assert sched.get_last_lr() == [LRS[0] / 2, LRS[1] / 2]  # the closed form at 5 of 10
+
+
+# torch makes an optimizer's state at the first step; a scheduler that cycles momentum
+# sets it before that step, so SGD built with momentum=0 must make its momentum buffer then
+CYCLING_FROM_ZERO = [
+    ("OneCycleLR", dict(max_lr=0.5, total_steps=20)),
+    ("CyclicLR", dict(base_lr=0.01, max_lr=0.1, step_size_up=4)),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"), CYCLING_FROM_ZERO, ids=[c[0] for c in CYCLING_FROM_ZERO]
+)
+def test_momentum_cycling_on_sgd_built_without_momentum_equals_torch(name, kwargs) -> None:
+    start = np.linspace(-1, 1, 6, dtype=np.float32)
+    p = Parameter(mx.array(start))
+    opt = optim.SGD([p], lr=0.1, momentum=0.0)
+    sched = getattr(lucid_sched, name)(opt, **kwargs)
+    tp = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    topt = torch.optim.SGD([tp], lr=0.1, momentum=0.0)
+    tsched = getattr(torch_sched, name)(topt, **kwargs)
+    for step in range(12):
+        g = np.cos(np.arange(6, dtype=np.float32) + step)
+        p.grad = lucid.Tensor(mx.array(g))
+        tp.grad = torch.from_numpy(g)
+        opt.step(), sched.step(), topt.step(), tsched.step()
+    np.testing.assert_allclose(np.array(p.data), tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert "momentum_buffer" in opt.state[p]

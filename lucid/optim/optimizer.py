@@ -286,6 +286,8 @@ class Optimizer:
         # gradients looked up (see sparse_step.py)
         lookups = looked_up(p for plan in plans for p in plan.sparse)
         bounds.check_pending(*lookups, at="optimizer.step()")
+        for plan in plans:  # everything is checked: first states made at this step
+            self._state.update(plan.reinit)
         commits = []
         for plan in plans:
             if plan.dense:
@@ -307,6 +309,7 @@ class Optimizer:
         dense, sparse, steps = [], [], set()
         held = self._buckets.held
         fresh = self._fresh if self.supports_dense else {}
+        reinit: dict[Parameter, State] = {}
         for i, p in enumerate(group["params"]):
             g = p.grad
             if g is None:
@@ -333,11 +336,37 @@ class Optimizer:
                     steps.add(self._step_of(p) + 1)
                     continue
             if not self._ready(p, g, signature, group):  # cheap; the explanation on failure
-                self._refuse(f"{where}, params[{i}]", p, g, signature, group)
+                first = self._first_state(p, g, signature, group)
+                if first is None:
+                    self._refuse(f"{where}, params[{i}]", p, g, signature, group)
+                reinit[p] = first
             (sparse if isinstance(g, SparseGrad) else dense).append(p)
             steps.add(self._step_of(p) + 1)
         hypers = {t: self._hyperparameters(where, group, t) for t in sorted(steps)}
-        return _Plan(index, group, static, dense, sparse, hypers)
+        return _Plan(index, group, static, dense, sparse, hypers, reinit)
+
+    def _first_state(self, p: Parameter, g: Any, signature: tuple,
+                     group: dict[str, Any]) -> State | None:  # fmt: skip
+        """A new state for a parameter that has never stepped and whose state no longer
+        fits the group (a scheduler set ``momentum`` after the optimizer was built, or
+        ``.data`` was replaced), made as torch makes state: at the first step, from the
+        group as it is then. ``None`` when the parameter has stepped, or the new state
+        would not fit either (the gradient is wrong)."""
+        old = self._state.get(p)
+        if old is None or p in self._buckets:
+            return None
+        step = old.get("step")
+        if not isinstance(step, mx.array) or step.size != 1 or step_value(step) != 0:
+            return None
+        if not mx.issubdtype(p.dtype, mx.floating):
+            return None
+        new = {"step": step_array(0), **self.init_state(p.data, group)}
+        self._state[p] = new
+        try:
+            ok = self._ready(p, g, signature, group)
+        finally:
+            self._state[p] = old  # the step puts it in place once everything is checked
+        return new if ok else None
 
     def _group_config(self, where: str, group: dict[str, Any]) -> tuple[dict[str, Any], tuple]:
         """Validate ``group``; return its static config and signature.
@@ -615,13 +644,14 @@ class Optimizer:
 class _Plan:
     """What one group's step will do, decided (and validated) before anything changes."""
 
-    __slots__ = ("index", "group", "static", "dense", "sparse", "hypers")
+    __slots__ = ("index", "group", "static", "dense", "sparse", "hypers", "reinit")
 
     def __init__(self, index: int, group: dict[str, Any], static: dict[str, Any],
                  dense: list[Parameter], sparse: list[Parameter],
-                 hypers: dict[int, Hyper]) -> None:  # fmt: skip
+                 hypers: dict[int, Hyper], reinit: dict[Parameter, State]) -> None:  # fmt: skip
         self.index, self.group, self.static = index, group, static
         self.dense, self.sparse, self.hypers = dense, sparse, hypers
+        self.reinit = reinit
 
 
 def _equal(a: dict[str, Any], b: dict[str, Any]) -> bool:
