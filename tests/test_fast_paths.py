@@ -159,9 +159,10 @@ def test_small_parameters_share_one_bucket_and_large_ones_do_not() -> None:
 
 
 def test_a_large_step_reuses_its_buffers() -> None:
-    """Peak memory of a step over one 4M-element parameter stays near zero: the new
-    parameter and state are written over the old ones (no timing, only memory)."""
-    n = 1 << 22
+    """Peak memory of a step over one parameter above kernels.SPLIT_ABOVE_BYTES stays near
+    zero: the new parameter and state are written over the old ones (no timing, only
+    memory)."""
+    n = 2 * kernels.SPLIT_ABOVE_BYTES // 4  # float32
     p = nn.Parameter(mx.zeros((n,)))
     opt = Adagrad([p])
     g = mx.ones((n,))
