@@ -63,6 +63,14 @@ def _round_trip(t: int, opt: Adagrad, params: list[nn.Parameter]) -> None:
 
 LAYOUTS = [
     pytest.param(Layout([(3,), (5, 7), (1,), (1023,)]), id="small-odd-sizes"),
+    pytest.param(  # buckets by layout: vectors and a scalar; (n, 7) matrices; (n, 2, 3)
+        Layout([(4,), (5, 7), (), (9, 7), (3, 2, 3), (6,), (1, 7), (2, 2, 3)]),
+        id="matrix-buckets",
+    ),
+    pytest.param(
+        Layout([(5, 7), (9, 7), (4,), (6,)], skip=lambda t, i: (t + i) % 2 == 0),
+        id="matrix-buckets-skipping",
+    ),
     pytest.param(Layout([(SMALL,), (SMALL + 1,), (128, 129), (2,)]), id="bucket-boundary"),
     pytest.param(
         Layout([(40, 50)] * 3 + [(17,)] * 3, dtypes=[F32, F16, BF16, F32, F16, BF16]),
@@ -148,13 +156,19 @@ def test_any_number_of_streams_gives_the_same_result(
     _check(Layout([(300, 70), (20000,), (17000,), (5,), (6,)]))
 
 
-def test_small_parameters_share_one_bucket_and_large_ones_do_not() -> None:
-    params = [nn.Parameter(mx.zeros(s)) for s in [(10,), (SMALL,), (SMALL + 1,), (3, 3)]]
+def test_small_parameters_share_buckets_by_layout_and_large_ones_do_not() -> None:
+    shapes = [(10,), (SMALL,), (SMALL + 1,), (3, 3), (5, 3), (), (2, 4)]
+    params = [nn.Parameter(mx.zeros(s)) for s in shapes]
     opt = Adagrad(params)
     for p in params:
         p.grad = lucid.Tensor(mx.ones(p.shape))
     opt.step()
-    assert [p in opt._buckets for p in params] == [True, True, False, True]
+    # vectors and scalars share one bucket, (n, 3) matrices another; the lone (2, 4)
+    # matrix and the large vector step alone
+    assert [p in opt._buckets for p in params] == [True, True, False, True, True, True, False]
+    bucket_of = {i: opt._buckets.held[id(p)][0] for i, p in enumerate(params) if p in opt._buckets}
+    assert bucket_of[0] is bucket_of[1] is bucket_of[5] and bucket_of[3] is bucket_of[4]
+    assert bucket_of[0] is not bucket_of[3] and bucket_of[3].flat.shape == (8, 3)
     assert opt._buckets.step_of(params[0]) == 1
 
 

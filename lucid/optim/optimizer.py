@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import mlx.core as mx
+import mlx.nn
 
 from .. import bounds, compilation
 from ..nn.module import Module
@@ -43,7 +44,7 @@ from ..nn.parameter import Parameter
 from ..sparse import SparseGrad
 from ..tensor import Tensor
 from . import checks, state_dict, trees
-from .buckets import SMALL, Buckets, flatten
+from .buckets import SMALL, Buckets
 from .compiled import CompiledSteps, dense_group_step
 from .counters import is_interned, step_array, step_value
 from .kernels import job_streams
@@ -256,7 +257,12 @@ class Optimizer:
         write the new parameters into it, as ``mlx.optimizers.Optimizer.update`` does:
         ``model.update(self.apply_gradients(gradients, model))``. The optimizer must have
         been built from the model's tree (``model.trainable_parameters()``)."""
-        model.update(self.apply_gradients(gradients, model))
+        if not isinstance(gradients, (dict, list, tuple)) or not isinstance(model, mlx.nn.Module):
+            model.update(self.apply_gradients(gradients, model))  # its errors, as MLX's
+            return
+        new = trees.apply_gradients(self, gradients, model, into_model=True)
+        if new is not None:  # some leaf was not found in place: through a tree
+            model.update(new)
 
     def apply_gradients(self, gradients: Any, parameters: Any) -> Any:
         """One step from the gradient tree ``gradients``, starting from the values in
@@ -549,7 +555,7 @@ class Optimizer:
         bucket_streams = stream_of[len(singles) :]
         for b, stream in zip(buckets, bucket_streams, strict=True):
             with mx.stream(stream):
-                grad = flatten([p.grad.data for p in b.params])
+                grad = b.gather([p.grad.data for p in b.params])
             jobs.append((b.flat, grad, _without_step(b.state), plan.hypers[b.step + 1]))
         results = self._compiled.call(dense_group_step, {"rule": self.rule, **plan.static}, jobs)
         # every reference to the old arrays goes before the eval (the commit replaces the
