@@ -238,3 +238,13 @@ def test_a_change_after_steady_steps_is_still_caught(change, expected, match) ->
     with pytest.raises(expected, match=match):
         opt.step()
     np.testing.assert_array_equal(np.array(p.data), before)
+
+
+def test_state_keeps_the_order_of_the_parameters_after_buckets() -> None:
+    shapes = [(3, 2), (4,), (40000,), (5, 2), (), (6,)]
+    params = [nn.Parameter(mx.zeros(s)) for s in shapes]
+    opt = Adagrad(params)
+    for p in params:
+        p.grad = lucid.Tensor(mx.ones(p.shape))
+    opt.step()
+    assert list(opt.state) == params

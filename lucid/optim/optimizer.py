@@ -154,7 +154,11 @@ class Optimizer:
         ``optimizer.state`` again after a step rather than holding on to it.
         """
         self._fresh.clear()
-        mx.eval(self._buckets.unpack(self._state))
+        if self._buckets:
+            mx.eval(self._buckets.unpack(self._state))
+            # in the order of the parameters, as before the buckets took them
+            order = {p: self._state.pop(p) for p in self._all_params() if p in self._state}
+            self._state = {**order, **self._state}
         for s in self._state.values():  # the interned counters stay private: `+=` on an
             if is_interned(s.get("step")):  # mx.array writes in place
                 s["step"] = mx.array(float(step_value(s["step"])), dtype=mx.float32)
