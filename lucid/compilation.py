@@ -430,14 +430,13 @@ class _Call:
         out = []
         for gi, group in enumerate(opt.param_groups):
             where = f"param group {gi}"
-            opt._check_group(where, group)
+            _, signature = opt._group_config(where, group)  # the eager step's (memoised) checks
             steps = [counts[p] + 1 for p in group["params"]]
             distinct = sorted(set(steps))
             hypers = {t: opt._hyperparameters(where, group, t) for t in distinct}
             for t in distinct:
                 inputs += [hypers[t][k] for k in sorted(hypers[t])]
-            static = tuple(sorted(opt.static_config(group).items()))
-            structure.append((static, tuple(distinct.index(t) for t in steps)))
+            structure.append((signature[1], tuple(distinct.index(t) for t in steps)))
             out.append(hypers)
         return out
 
