@@ -361,7 +361,7 @@ class _Call:
         # modules() would walk the tree three times)
         params, buffers, seen, training = [], [], set(), []
         own_buffers = []
-        for m in (m for root in owner.modules for m in root.modules()):
+        for m in _modules_of(owner.modules):
             training.append(m.training)
             for p in m._parameters.values():
                 if p is not None and id(p) not in seen:
@@ -539,6 +539,22 @@ class _Call:
                 p = ps[i]
                 table[p]["step"] = step_array(counts[p] + 1)
         return _unpack(layout.result, results)
+
+
+def _modules_of(roots: Iterable[Any]) -> list[Any]:
+    """Every module under ``roots``, each once, in ``Module.modules()`` order (pre-order,
+    children in registration order). ``modules()`` builds each dotted name on the way;
+    this runs every call (26 modules of the small-op model: ~60 µs there, ~15 µs here)."""
+    out, seen = [], set()
+    stack = list(roots)[::-1]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        out.append(m)
+        stack.extend(c for c in reversed(m.__dict__["_modules"].values()) if c is not None)
+    return out
 
 
 # ---------------------------------------------------------------------------- trees
