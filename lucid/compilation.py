@@ -413,7 +413,10 @@ class _Call:
                 # sorted, so that the key does not depend on the order in which a rule
                 # (or init_state) made the dict
                 state = opt._state[p]
-                keys = tuple(sorted(k for k in state if k != "step"))
+                order = tuple(state)
+                keys = _SORTED_KEYS.get(order)
+                if keys is None:
+                    keys = _SORTED_KEYS[order] = tuple(sorted(k for k in order if k != "step"))
                 inputs += [state[k] for k in keys]
                 structure.append(keys)
                 steps[p] = step_value(state["step"])
@@ -539,6 +542,10 @@ class _Call:
                 p = ps[i]
                 table[p]["step"] = step_array(counts[p] + 1)
         return _unpack(layout.result, results)
+
+
+#: a state dict's keys in the order a rule made them -> its keys but "step", sorted
+_SORTED_KEYS: dict[tuple, tuple] = {}
 
 
 def _modules_of(roots: Iterable[Any]) -> list[Any]:
