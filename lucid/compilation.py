@@ -63,6 +63,7 @@ from typing import Any
 import mlx.core as mx
 
 from . import bounds
+from .nn.module import Registry
 from .optim.compiled import dense_group_step
 from .optim.counters import step_array, step_value
 from .sparse import SparseGrad
@@ -151,6 +152,7 @@ class Compiled:
         self._entries: dict[tuple, Callable] = {}
         self._layouts: dict[tuple, _Layout] = {}
         self._call: _Call | None = None
+        self._walked: tuple | None = None  # the last walk over the objects (see _Call)
         functools.update_wrapper(self, fn)
 
     # ------------------------------------------------------------------ the call
@@ -357,29 +359,21 @@ class _Call:
     order, the key of its structure, and the write-back after it."""
 
     def __init__(self, owner: Compiled, args: tuple, kwargs: dict, with_grads: bool) -> None:
-        # one walk over the modules: this runs every call (parameters(), buffers() and
-        # modules() would walk the tree three times)
-        params, buffers, seen, training = [], [], set(), []
-        own_buffers = []
-        for m in _modules_of(owner.modules):
-            training.append(m.training)
-            for p in m._parameters.values():
-                if p is not None and id(p) not in seen:
-                    seen.add(id(p))
-                    params.append(p)
-            own_buffers.extend(b for b in m._buffers.values() if b is not None)
+        # the walk over the modules is kept while no registry of any module changed and
+        # the optimizers hold the same parameters (it runs every call: ~0.1 ms of a 3 ms
+        # step on the small-op model, with the caches cold after the last evaluation)
+        fingerprint = (
+            Registry.changes,
+            tuple(tuple(map(id, g["params"])) for o in owner.optimizers for g in o.param_groups),
+        )
+        walked = owner._walked
+        if walked is None or walked[0] != fingerprint:
+            walked = owner._walked = (fingerprint, *_gather(owner))
+        _, modules, params, buffers = walked
+        training = [m.training for m in modules]
         for opt in owner.optimizers:
             if opt._buckets:
                 opt._buckets.unpack(opt._state)
-            for g in opt.param_groups:
-                for p in g["params"]:
-                    if id(p) not in seen:
-                        seen.add(id(p))
-                        params.append(p)
-        for b in own_buffers:
-            if id(b) not in seen:
-                seen.add(id(b))
-                buffers.append(b)
         self.owner = owner
         self.params, self.buffers = params, buffers
         self.optimizers = owner.optimizers
@@ -542,6 +536,30 @@ class _Call:
                 p = ps[i]
                 table[p]["step"] = step_array(counts[p] + 1)
         return _unpack(layout.result, results)
+
+
+def _gather(owner: Compiled) -> tuple[list, list, list]:
+    """The listed objects' modules, parameters (the modules', then the optimizers' others)
+    and buffers, each once, in a fixed order."""
+    modules = _modules_of(owner.modules)
+    params, buffers, seen, own_buffers = [], [], set(), []
+    for m in modules:
+        for p in m._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+        own_buffers.extend(b for b in m._buffers.values() if b is not None)
+    for opt in owner.optimizers:
+        for g in opt.param_groups:
+            for p in g["params"]:
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+    for b in own_buffers:
+        if id(b) not in seen:
+            seen.add(id(b))
+            buffers.append(b)
+    return modules, params, buffers
 
 
 #: a state dict's keys in the order a rule made them -> its keys but "step", sorted

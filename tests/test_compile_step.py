@@ -401,3 +401,52 @@ def test_a_bad_index_unread_raises_at_the_next_call_and_undoes_its_call() -> Non
     assert opt.state[next(model.parameters())]["step"].item() == 1
     step(x, good).item()
     assert opt.state[next(model.parameters())]["step"].item() == 2
+
+
+def _replace_weight(model: nn.Module) -> None:
+    model[0].weight = nn.Parameter(mx.full(model[0].weight.shape, 0.01))
+
+
+def _replace_buffer(model: nn.Module) -> None:
+    model[0].register_buffer("scale", mx.array(3.0))
+
+
+def _add_layer(model: nn.Module) -> None:
+    model.append(nn.Linear(10, 10))
+
+
+class _Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", mx.array(1.0))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+@pytest.mark.parametrize("change", [_replace_weight, _replace_buffer, _add_layer])
+def test_a_change_to_the_model_between_calls_is_seen(change) -> None:
+    """The walk over the listed objects is kept between calls while no module's registry
+    changes; each change here must reach the next compiled call as it reaches eager."""
+
+    def build() -> tuple[nn.Module, optim.Optimizer]:
+        lucid.manual_seed(0)
+        model = nn.Sequential(nn.Linear(32, 10), _Scaled())
+        if change is _replace_buffer:
+            model = nn.Sequential(_Scaled(), nn.Linear(32, 10))
+        return model, optim.SGD(model.parameters(), lr=0.1)
+
+    x, y = batch()
+    losses = []
+    for compiled in (False, True):
+        model, opt = build()
+        step = train_step(model, opt)
+        step = lucid.compile(step, state=[model, opt]) if compiled else step
+        step(x, y)
+        change(model)
+        held = {id(q) for g in opt.param_groups for q in g["params"]}
+        new = [p for p in model.parameters() if id(p) not in held]
+        if new:
+            opt.add_param_group({"params": new})
+        losses.append([step(x, y).item() for _ in range(2)])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)

@@ -39,6 +39,48 @@ def _indent(text: str, spaces: int) -> str:
     return "\n".join([first] + [" " * spaces + line for line in rest])
 
 
+class Registry(dict):
+    """A module's parameters, buffers or submodules: a dict that counts every change.
+
+    :attr:`Registry.changes` grows whenever any registry of any module gains, loses or
+    replaces an entry, so code that walks module trees every call (``lucid.compile``)
+    can keep the last walk while the count stands still."""
+
+    changes = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        Registry.changes += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        Registry.changes += 1
+        super().__delitem__(key)
+
+    def pop(self, *args: Any) -> Any:
+        Registry.changes += 1
+        return super().pop(*args)
+
+    def popitem(self) -> tuple[str, Any]:
+        Registry.changes += 1
+        return super().popitem()
+
+    def clear(self) -> None:
+        Registry.changes += 1
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        Registry.changes += 1
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        Registry.changes += 1
+        return super().setdefault(key, default)
+
+    def __ior__(self, other: Any) -> Registry:
+        Registry.changes += 1
+        return super().__ior__(other)
+
+
 class Module:
     """Base class for layers and models.
 
@@ -61,10 +103,10 @@ class Module:
     training: bool
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_parameters", {})
-        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_parameters", Registry())
+        object.__setattr__(self, "_buffers", Registry())
         object.__setattr__(self, "_non_persistent", set())
-        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "_modules", Registry())
         object.__setattr__(self, "training", True)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
