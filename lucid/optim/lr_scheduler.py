@@ -271,11 +271,19 @@ def _lambdas(owner: str, optimizer: Optimizer, lr_lambda: Any) -> list[Callable[
     return fns
 
 
-class _LambdaState:
-    """state_dict for schedulers holding ``lr_lambdas``: functions are saved as ``None``,
-    callable objects as a copy of their ``__dict__`` (torch's convention)."""
+class _LambdaScheduler(LRScheduler):
+    """A scheduler driven by ``lr_lambda`` (one function, or one per group). Its state
+    dict saves functions as ``None`` and callable objects as a copy of their ``__dict__``
+    (torch's convention)."""
 
-    lr_lambdas: list[Callable[[int], float]]
+    _unsaved = (*LRScheduler._unsaved, "lr_lambdas")
+
+    def __init__(self, optimizer: Optimizer,
+                 lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
+                 last_epoch: int = -1) -> None:  # fmt: skip
+        _check_optimizer(type(self).__name__, optimizer)
+        self.lr_lambdas = _lambdas(type(self).__name__, optimizer, lr_lambda)
+        super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in vars(self).items() if k not in (*self._unsaved, "lr_lambdas")}
@@ -303,17 +311,8 @@ class _LambdaState:
 # ---------------------------------------------------------------------------- by a factor
 
 
-class LambdaLR(_LambdaState, LRScheduler):
+class LambdaLR(_LambdaScheduler):
     r"""``lr = initial_lr * lr_lambda(last_epoch)`` (one function, or one per group)."""
-
-    _unsaved = (*LRScheduler._unsaved, "lr_lambdas")
-
-    def __init__(self, optimizer: Optimizer,
-                 lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
-                 last_epoch: int = -1) -> None:  # fmt: skip
-        _check_optimizer(type(self).__name__, optimizer)
-        self.lr_lambdas = _lambdas(type(self).__name__, optimizer, lr_lambda)
-        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         return [
@@ -322,17 +321,8 @@ class LambdaLR(_LambdaState, LRScheduler):
         ]
 
 
-class MultiplicativeLR(_LambdaState, LRScheduler):
+class MultiplicativeLR(_LambdaScheduler):
     r"""``lr <- lr * lr_lambda(last_epoch)`` at every step after the first (recursive)."""
-
-    _unsaved = (*LRScheduler._unsaved, "lr_lambdas")
-
-    def __init__(self, optimizer: Optimizer,
-                 lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
-                 last_epoch: int = -1) -> None:  # fmt: skip
-        _check_optimizer(type(self).__name__, optimizer)
-        self.lr_lambdas = _lambdas(type(self).__name__, optimizer, lr_lambda)
-        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         if self._is_initial:
