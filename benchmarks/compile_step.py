@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import partial
 
 import mlx.core as mx
 import mlx.nn
@@ -41,6 +40,7 @@ from benchmarks.common import (
     median_ms,
     time_calls,
 )
+from benchmarks.peers import mlx_compiled_step
 
 __all__ = ["section_compile", "MODELS"]
 
@@ -152,19 +152,7 @@ class MlxStep:
         self.opt.init(self.model.trainable_parameters())
         state = [self.model.state, self.opt.state, mx.random.state]
         mx.eval(state[:2])
-
-        def loss_fn(model: mlx.nn.Module, x: mx.array, y: mx.array) -> mx.array:
-            return mlx.nn.losses.cross_entropy(model(x), y, reduction="mean")
-
-        loss_and_grad = mlx.nn.value_and_grad(self.model, loss_fn)
-
-        @partial(mx.compile, inputs=state, outputs=state)
-        def train_step(x: mx.array, y: mx.array) -> mx.array:
-            loss, grads = loss_and_grad(self.model, x, y)
-            self.opt.update(self.model, grads)
-            return loss
-
-        self._step, self._state = train_step, state
+        self._step, self._state = mlx_compiled_step(self.model, self.opt, state), state
 
     def step(self, i: int, x: mx.array, y: mx.array) -> float:
         self.opt.learning_rate = lr_at(i)  # an array in its state: no retrace

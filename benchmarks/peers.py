@@ -27,6 +27,7 @@ __all__ = [
     "TorchOptimizer",
     "ADAGRAD_PEERS",
     "MlxMLP",
+    "mlx_compiled_step",
     "TorchMLP",
 ]
 
@@ -153,6 +154,27 @@ ADAGRAD_PEERS: list[tuple[str, Factory]] = [
 # ---------------------------------------------------------------------------- MLP peers
 
 
+def mlx_compiled_step(
+    model: mlx.nn.Module, opt: mlx.optimizers.Optimizer, state: list
+) -> Callable[[mx.array, mx.array], mx.array]:
+    """The whole step of an ``mlx.nn`` classifier (mean cross-entropy, ``value_and_grad``,
+    ``opt.update``) as one ``mx.compile`` d function, ``state`` its inputs and outputs,
+    as MLX's docs show it."""
+
+    def loss_fn(model: mlx.nn.Module, x: mx.array, y: mx.array) -> mx.array:
+        return mlx.nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+    loss_and_grad = mlx.nn.value_and_grad(model, loss_fn)
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def train_step(x: mx.array, y: mx.array) -> mx.array:
+        loss, grads = loss_and_grad(model, x, y)
+        opt.update(model, grads)
+        return loss
+
+    return train_step
+
+
 class MlxMLP:
     """mlx.nn MLP trained with ``nn.value_and_grad`` and Adagrad; the whole step (forward,
     backward, update) is one ``mx.compile`` d function with the state as inputs/outputs."""
@@ -173,19 +195,7 @@ class MlxMLP:
         self._opt.init(self.model.trainable_parameters())
         state = [self.model.state, self._opt.state]
         mx.eval(state)
-
-        def loss_fn(model: mlx.nn.Module, x: mx.array, y: mx.array) -> mx.array:
-            return mlx.nn.losses.cross_entropy(model(x), y, reduction="mean")
-
-        loss_and_grad = mlx.nn.value_and_grad(self.model, loss_fn)
-
-        @partial(mx.compile, inputs=state, outputs=state)
-        def train_step(x: mx.array, y: mx.array) -> mx.array:
-            loss, grads = loss_and_grad(self.model, x, y)
-            self._opt.update(self.model, grads)
-            return loss
-
-        self._step = train_step
+        self._step = mlx_compiled_step(self.model, self._opt, state)
         self._state = state
 
     def step(self, x: mx.array, y: mx.array) -> float:
