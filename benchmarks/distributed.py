@@ -124,33 +124,46 @@ def _free_ports(n: int) -> list[int]:
             sock.close()
 
 
-def launch(quick: bool, sweep: bool = False) -> dict:
-    """Run the two workers; rank 0's results."""
-    with tempfile.TemporaryDirectory(prefix="lucid-bench-dist-") as tmp:
-        hostfile, out = Path(tmp) / "hosts.json", Path(tmp) / "out.json"
-        hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in _free_ports(2)]))
+def run_local_ranks(argv: list[str], timeout: float,
+                    ranks: int = 2) -> list[tuple[int, str, str, float]]:  # fmt: skip
+    """Start ``argv`` as ranks ``0..ranks-1`` of an MLX ring on 127.0.0.1 (free ports, a
+    hostfile), each in a process group of its own, and wait at most ``timeout`` seconds
+    in all; every group is killed afterwards, pass or fail (a timeout raises
+    ``subprocess.TimeoutExpired``). ``(returncode, stdout, stderr, seconds)`` per rank."""
+    with tempfile.TemporaryDirectory(prefix="lucid-ranks-") as tmp:
+        hostfile = Path(tmp) / "hosts.json"
+        hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in _free_ports(ranks)]))
         env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "PYTHONPATH": str(ROOT)}
-        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out)]
-        argv += ["--quick"] * quick + ["--sweep"] * sweep
-        procs = [
-            subprocess.Popen(argv, env={**env, "MLX_RANK": str(r)}, start_new_session=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for r in range(2)
-        ]  # fmt: skip
         start = time.monotonic()
+        procs = [
+            subprocess.Popen(argv, env={**env, "MLX_RANK": str(rank)}, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for rank in range(ranks)
+        ]  # fmt: skip
+        results = []
         try:
-            logs = [
-                p.communicate(timeout=max(1, LAUNCH_TIMEOUT - (time.monotonic() - start)))[0]
-                for p in procs
-            ]
+            for p in procs:
+                out, err = p.communicate(timeout=max(1.0, timeout - (time.monotonic() - start)))
+                results.append((p.returncode, out, err, time.monotonic() - start))
         finally:
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):  # nothing left in its group
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-        failed = [(r, p.returncode) for r, p in enumerate(procs) if p.returncode]
+        return results
+
+
+def launch(quick: bool, sweep: bool = False) -> dict:
+    """Run the two workers; rank 0's results."""
+    with tempfile.TemporaryDirectory(prefix="lucid-bench-dist-") as tmp:
+        out = Path(tmp) / "out.json"
+        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", "--out", str(out)]
+        argv += ["--quick"] * quick + ["--sweep"] * sweep
+        results = run_local_ranks(argv, LAUNCH_TIMEOUT)
+        failed = [(r, code) for r, (code, *_) in enumerate(results) if code]
         if failed:
-            raise RuntimeError(f"distributed workers failed {failed}:\n" + "\n".join(logs)[-2000:])
+            logs = "\n".join(o + e for _, o, e, _ in results)
+            raise RuntimeError(f"distributed workers failed {failed}:\n" + logs[-2000:])
         return json.loads(out.read_text())
 
 

@@ -8,14 +8,7 @@ path with no wrapper (plain model and optimizer on the full batches).
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlx.core as mx
@@ -27,55 +20,24 @@ from lucid import nn, optim
 from lucid.nn.parallel import DistributedDataParallel
 from lucid.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 import distributed_worker as worker  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.distributed import run_local_ranks  # noqa: E402
+
 WORKER = Path(worker.__file__).resolve()
 PROCESS_TIMEOUT = 90  # seconds, per launch (the machine may be loaded)
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _launch(scenario: str, tmp: Path, script: Path = WORKER,
             args: tuple[str, ...] = ()) -> list[tuple[int, str, str, float]]:  # fmt: skip
     """Run both ranks of ``script scenario tmp`` (or of ``script *args``); (returncode,
     stdout, stderr, seconds) per rank."""
-    hostfile = tmp / "hosts.json"
-    hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in _free_ports(2)]))
-    env = {**os.environ, "MLX_HOSTFILE": str(hostfile), "PYTHONPATH": str(ROOT)}
-    start = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), *(args or (scenario, str(tmp)))],
-            env={**env, "MLX_RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        for rank in range(2)
-    ]
-    results = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=max(1.0, PROCESS_TIMEOUT - (time.monotonic() - start)))
-            results.append((p.returncode, out, err, time.monotonic() - start))
-    finally:
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):  # nothing left in its group
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    return results
+    argv = [sys.executable, str(script), *(args or (scenario, str(tmp)))]
+    return run_local_ranks(argv, PROCESS_TIMEOUT)
 
 
 # ----------------------------------------------------------------------------- training
